@@ -141,7 +141,7 @@ inline vf v_tanh(vf x) {
 }
 
 inline vf v_sqrt(vf x) {
-  vf r;
+  vf r = x;
   for (int i = 0; i < W; ++i) r[i] = __builtin_sqrtf(x[i]);  // compiles to one vsqrtps
   return r;
 }
