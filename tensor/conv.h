@@ -1,0 +1,55 @@
+// 2-d convolution with interchangeable backends.
+//
+// Layouts: activations are logical (N,C,H,W); every backend accepts any strides, and the fast
+// backends produce (and work best on) channels-last memory, (N,H,W,C), so that activations stay
+// in one layout from layer to layer. Weights are (O, C/groups, KH, KW), contiguous (PyTorch's
+// layout, so checkpoints and fixtures load as they are); a backend that wants another layout
+// repacks them into a buffer it keeps.
+//
+// Backends (all compute the same thing; tests hold each to the reference):
+//   reference  naive loops in double precision: the definition, slow
+//   im2col     im2col + GEMM through OpenBLAS
+//   direct     our own SIMD kernels (AVX-512, AVX2 fallback) on a channel-blocked layout
+//   onednn     oneDNN primitives, created once per shape and cached
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "tensor/tensor.h"
+
+namespace peel {
+
+enum class ConvBackend { kReference, kIm2col, kDirect, kOneDnn };
+
+struct Conv2dGeometry {
+  int64_t stride_h = 1, stride_w = 1;
+  int64_t pad_h = 0, pad_w = 0;
+  int64_t dilation_h = 1, dilation_w = 1;
+  static Conv2dGeometry square(int64_t stride, int64_t padding, int64_t dilation = 1) {
+    return {stride, stride, padding, padding, dilation, dilation};
+  }
+};
+
+// The output shape (N, O, OH, OW); throws naming the shapes when they do not fit together.
+Shape conv2d_output_shape(const Shape& x, const Shape& w, const Conv2dGeometry& g);
+
+// The process-wide default: PEEL_CONV_BACKEND if set, else the fastest measured on this machine.
+ConvBackend default_conv_backend();
+void set_default_conv_backend(ConvBackend backend);
+ConvBackend parse_conv_backend(std::string_view name);  // throws on an unknown name, listing the known
+const char* conv_backend_name(ConvBackend backend);
+
+// y = conv(x, w) + bias. bias may be undefined (no bias).
+Tensor conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dGeometry& g,
+                      ConvBackend backend = default_conv_backend());
+// dL/dx given dL/dy.
+Tensor conv2d_backward_data(const Tensor& grad_y, const Tensor& w, const Shape& x_shape, const Conv2dGeometry& g,
+                            ConvBackend backend = default_conv_backend());
+// dL/dw given dL/dy and the forward input x.
+Tensor conv2d_backward_weight(const Tensor& grad_y, const Tensor& x, const Shape& w_shape, const Conv2dGeometry& g,
+                              ConvBackend backend = default_conv_backend());
+// dL/dbias: the sum of dL/dy over N, H and W.
+Tensor conv2d_backward_bias(const Tensor& grad_y);
+
+}  // namespace peel
