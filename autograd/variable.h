@@ -1,0 +1,101 @@
+// Variable: a tensor that remembers how it was made, for reverse-mode automatic differentiation.
+//
+// The graph is built as the program runs (define-by-run). Every op that takes Variables computes
+// its value with tensor/ and, when some input requires a gradient, records a Node holding the
+// inputs and a backward function: given dL/d(output), it returns dL/d(input) for each input.
+// backward() walks the graph in reverse topological order without recursion, accumulates the
+// gradients of leaves into .grad(), and frees the graph it consumed.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace peel::ag {
+
+struct Node;
+
+// The shared state behind a Variable; copies of a Variable refer to the same state.
+struct VariableState {
+  Tensor value;
+  Tensor grad;  // accumulated gradient (leaves only); undefined until a backward reaches it
+  bool requires_grad = false;
+  std::shared_ptr<Node> grad_fn;  // the op that made this value; null for leaves
+  std::string name;               // for error messages and debugging
+  ~VariableState();               // tears down long chains without recursion
+};
+
+class Variable {
+ public:
+  Variable() = default;
+  explicit Variable(Tensor value, bool requires_grad = false, std::string name = {});
+
+  bool defined() const { return state_ != nullptr; }
+  const Tensor& value() const { return state_->value; }
+  Tensor& value() { return state_->value; }  // in-place updates (optimizers) are not recorded
+  const Shape& shape() const { return state_->value.shape(); }
+  int64_t dim() const { return state_->value.dim(); }
+  int64_t size(int64_t axis) const { return state_->value.size(axis); }
+  int64_t numel() const { return state_->value.numel(); }
+  float item() const { return state_->value.item(); }
+
+  bool requires_grad() const { return state_ && state_->requires_grad; }
+  Variable& set_requires_grad(bool on);
+  bool is_leaf() const { return state_->grad_fn == nullptr; }
+  const Tensor& grad() const { return state_->grad; }
+  Tensor& grad() { return state_->grad; }
+  void zero_grad();  // fills an existing gradient with zeros (keeps the buffer for reuse)
+  const std::string& name() const { return state_->name; }
+  const std::shared_ptr<Node>& grad_fn() const { return state_->grad_fn; }
+
+  // The same value, cut from the graph.
+  Variable detach() const;
+
+  // Back-propagates from this value. Without an argument the value must have one element and the
+  // upstream gradient is 1. The graph is freed afterwards (a second backward through it throws).
+  void backward() const;
+  void backward(const Tensor& upstream) const;
+
+  VariableState* state() const { return state_.get(); }
+
+ private:
+  std::shared_ptr<VariableState> state_;
+  friend Variable make_result(Tensor, std::vector<Variable>, const char*,
+                              std::function<std::vector<Tensor>(const Tensor&, const std::vector<bool>&)>);
+};
+
+// The gradients an op's backward returns, one per input (undefined = no gradient for it).
+using Grads = std::vector<Tensor>;
+// Backward function: (dL/d output, which inputs need a gradient) -> one gradient per input.
+using BackwardFn = std::function<Grads(const Tensor& grad_output, const std::vector<bool>& needs_grad)>;
+
+struct Node {
+  const char* op;                                     // e.g. "matmul"
+  std::vector<std::shared_ptr<VariableState>> inputs;  // only inputs that require a gradient
+  std::vector<bool> needs_grad;                       // per original input position
+  std::vector<int> slot;                              // per original input: index into inputs or -1
+  BackwardFn backward;                                // empty once consumed
+  Shape output_shape;
+};
+
+// Wraps the result of an op. Records a Node when gradients are enabled and some input requires
+// one; otherwise returns a plain value. This is the only way ops enter the graph.
+Variable make_result(Tensor value, std::vector<Variable> inputs, const char* op, BackwardFn backward);
+
+// While alive, ops record nothing (evaluation, optimizer updates, metrics).
+class NoGradGuard {
+ public:
+  NoGradGuard();
+  ~NoGradGuard();
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+bool grad_enabled();
+
+}  // namespace peel::ag
