@@ -1,0 +1,12 @@
+// The peel command's subcommands. Each registers itself on the CLI11 app and runs when chosen;
+// errors are thrown as peel::Error and reported by main() with a non-zero exit.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace peel::cli {
+
+void register_demo_command(CLI::App& app);
+void register_lpm_command(CLI::App& app);
+
+}  // namespace peel::cli

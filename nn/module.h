@@ -1,0 +1,76 @@
+// Module: the unit networks are built from. It owns named parameters (Variables that require a
+// gradient), named buffers (tensors such as running statistics) and named child modules, and it
+// knows whether it is training. Names are dotted paths, as in PyTorch's state_dict, so a peel
+// model and its PyTorch twin have the same names.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "autograd/variable.h"
+
+namespace peel::nn {
+
+using ag::Variable;
+
+class Module {
+ public:
+  virtual ~Module() = default;
+  virtual Variable forward(const Variable& x) = 0;
+  Variable operator()(const Variable& x) { return forward(x); }
+
+  void train(bool on = true);
+  void eval() { train(false); }
+  bool is_training() const { return training_; }
+
+  std::vector<std::pair<std::string, Variable>> named_parameters() const;
+  std::vector<Variable> parameters() const;
+  std::vector<std::pair<std::string, Tensor>> named_buffers() const;
+  // Parameters then buffers: everything save() writes.
+  std::vector<std::pair<std::string, Tensor>> state() const;
+  void zero_grad();
+  int64_t parameter_count() const;
+
+  // Writes the state in peel's versioned binary format, atomically (temporary file + rename).
+  void save(const std::string& path) const;
+  // Loads a state written by save(). Names and shapes must match exactly; every mismatch
+  // (missing, unexpected, wrong shape) is listed in the error, and nothing is changed on error.
+  void load(const std::string& path);
+
+ protected:
+  Variable register_parameter(const std::string& name, Tensor value);
+  Tensor register_buffer(const std::string& name, Tensor value);
+  template <class M>
+  std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> module) {
+    children_.emplace_back(name, module);
+    return module;
+  }
+  const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& children() const { return children_; }
+
+ private:
+  void collect(const std::string& prefix, std::vector<std::pair<std::string, Variable>>* params,
+               std::vector<std::pair<std::string, Tensor>>* buffers) const;
+
+  bool training_ = true;
+  std::vector<std::pair<std::string, Variable>> parameters_;
+  std::vector<std::pair<std::string, Tensor>> buffers_;
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
+};
+
+using ModulePtr = std::shared_ptr<Module>;
+
+// State files: "PEELSTAT", format version (uint32), entry count (uint64), then per entry the name
+// (uint32 length + bytes), rank (uint32), dims (int64 each) and float32 values, little-endian.
+void write_state(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& state);
+std::vector<std::pair<std::string, Tensor>> read_state(const std::string& path);
+// Copies `loaded` into `target` by name, after checking that names and shapes match.
+void assign_state(const std::vector<std::pair<std::string, Tensor>>& target,
+                  const std::vector<std::pair<std::string, Tensor>>& loaded, const std::string& source);
+
+// Writes `path` through a temporary file in the same directory and renames it into place, so a
+// reader never sees half a file.
+void write_file_atomically(const std::string& path, const std::string& bytes);
+
+}  // namespace peel::nn
