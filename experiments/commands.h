@@ -8,5 +8,6 @@ namespace peel::cli {
 
 void register_demo_command(CLI::App& app);
 void register_lpm_command(CLI::App& app);
+void register_bench_command(CLI::App& app);
 
 }  // namespace peel::cli
