@@ -167,7 +167,23 @@ Svd svd(const MatrixD& a) {
   return out;
 }
 
-std::vector<double> singular_values(const MatrixD& a) { return svd(a).singular_values; }
+std::vector<double> singular_values(const MatrixD& a) {
+  // Values only (jobz = 'N'): several times faster than the full SVD on large weight matrices.
+  const int m = static_cast<int>(a.cols), n = static_cast<int>(a.rows);
+  const int r = std::min(m, n);
+  std::vector<double> s(static_cast<size_t>(r));
+  if (r == 0) return s;
+  std::vector<double> at = a.values;
+  std::vector<int> iwork(static_cast<size_t>(8 * r));
+  int info = 0, lwork = -1, one = 1;
+  double work_query = 0, dummy = 0;
+  dgesdd_("N", &m, &n, at.data(), &m, s.data(), &dummy, &one, &dummy, &one, &work_query, &lwork, iwork.data(), &info);
+  lwork = static_cast<int>(work_query);
+  std::vector<double> work(static_cast<size_t>(lwork));
+  dgesdd_("N", &m, &n, at.data(), &m, s.data(), &dummy, &one, &dummy, &one, work.data(), &lwork, iwork.data(), &info);
+  PEEL_CHECK(info == 0, "singular_values: LAPACK dgesdd failed (info = {}) on a {}x{} matrix", info, a.rows, a.cols);
+  return s;
+}
 
 MatrixD pinv_symmetric(const MatrixD& s, int64_t rank, double rcond) {
   Eigh e = eigh(s);

@@ -80,6 +80,9 @@ TEST(Linalg, SvdOfARectangularMatrix) {
       EXPECT_NEAR(r, v[i][j], 1e-10);
     }
   EXPECT_EQ(numerical_rank(s.singular_values, 4, 2), 2);
+  std::vector<double> values_only = singular_values(a);
+  EXPECT_NEAR(values_only[0], s.singular_values[0], 1e-12);
+  EXPECT_NEAR(values_only[1], s.singular_values[1], 1e-12);
 }
 
 TEST(Linalg, PseudoInverseOfARankDeficientMatrix) {
