@@ -11,5 +11,6 @@ void register_lpm_command(CLI::App& app);
 void register_bench_command(CLI::App& app);
 void register_train_command(CLI::App& app);
 void register_fetch_command(CLI::App& app);
+void register_reproduce_command(CLI::App& app);
 
 }  // namespace peel::cli

@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   app.set_help_all_flag("--help-all", "Show help for every subcommand");
   peel::cli::register_fetch_command(app);
   peel::cli::register_train_command(app);
+  peel::cli::register_reproduce_command(app);
   peel::cli::register_demo_command(app);
   peel::cli::register_lpm_command(app);
   peel::cli::register_bench_command(app);

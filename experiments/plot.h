@@ -1,0 +1,34 @@
+// Figures through gnuplot (Debian's gnuplot-nox): peel writes the data and a short gnuplot
+// script, gnuplot renders an SVG, and the report embeds it inline so the HTML is self-contained.
+#pragma once
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+namespace peel {
+
+// One line (or set of points) on a plot.
+struct Series {
+  std::string label;
+  std::vector<double> x, y;
+  std::string style = "linespoints";  // gnuplot "with" clause: lines, points, linespoints, ...
+  std::vector<double> y_error;        // optional: error bars (std) drawn around the points
+};
+
+struct Plot {
+  std::string title, x_label, y_label;
+  bool log_x = false, log_y = false;
+  std::vector<Series> series;
+  std::vector<double> vertical_lines;  // marked x positions (e.g. the epoch training error hits zero)
+  std::string vertical_label;
+  double y_min = NAN, y_max = NAN;
+  int width = 640, height = 400;
+};
+
+// Renders `plot` to SVG text with gnuplot. Throws naming gnuplot's error output on failure.
+std::string render_svg(const Plot& plot);
+
+bool gnuplot_available();
+
+}  // namespace peel

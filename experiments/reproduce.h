@@ -1,0 +1,27 @@
+// `peel reproduce minority-collapse` and `peel reproduce neural-collapse`: sweeps of training
+// runs, the Layer-Peeled Model's prediction, and a self-contained HTML report with figures.
+#pragma once
+
+#include <string>
+
+namespace peel {
+
+struct ReproduceConfig {
+  std::string out_dir;
+  std::string data_dir = "data";
+  std::string dataset;   // empty: the experiment's default
+  std::string model;     // empty: the experiment's default
+  bool paper = false;    // the paper's own protocol (hours to days on a CPU)
+  int64_t epochs = 0;    // 0: the experiment's default
+  int64_t n_major = 0;   // 0: the experiment's default
+  int threads = 0;
+  uint64_t seed = 666;
+  bool quiet = false;
+};
+
+// Runs what is not yet complete (finished runs are kept; interrupted ones resume), then writes
+// out_dir/report.html. Returns the report's path.
+std::string reproduce_minority_collapse(const ReproduceConfig& config);
+std::string reproduce_neural_collapse(const ReproduceConfig& config);
+
+}  // namespace peel
