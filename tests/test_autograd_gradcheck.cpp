@@ -22,11 +22,13 @@ Tensor away_from_zero(const Shape& s, uint64_t seed) {
   return where(gt(sign, Tensor::scalar(0.f)), t, neg(t));
 }
 
-#define EXPECT_GRADCHECK(fn, ...)                              \
-  do {                                                        \
-    GradcheckResult r = gradcheck(fn, {__VA_ARGS__});         \
-    EXPECT_TRUE(r.ok) << r.message;                           \
-  } while (0)
+// A function (not a macro body) so that lambdas with commas pass through the macro intact.
+template <class F, class... T>
+void expect_gradcheck(const char* where, F f, T... inputs) {
+  GradcheckResult r = gradcheck(f, std::vector<Tensor>{inputs...});
+  EXPECT_TRUE(r.ok) << where << ": " << r.message;
+}
+#define EXPECT_GRADCHECK(...) expect_gradcheck(__FILE__ ":" GTEST_STRINGIFY_(__LINE__), __VA_ARGS__)
 
 using Vars = std::vector<Variable>;
 

@@ -14,11 +14,13 @@ Tensor rand_t(const Shape& s, uint64_t seed, float lo = -1.f, float hi = 1.f) {
   Generator g(seed);
   return uniform(s, lo, hi, g);
 }
-#define EXPECT_GRADCHECK(fn, ...)                      \
-  do {                                                \
-    GradcheckResult r = gradcheck(fn, {__VA_ARGS__}); \
-    EXPECT_TRUE(r.ok) << r.message;                   \
-  } while (0)
+// A function (not a macro body) so that lambdas with commas pass through the macro intact.
+template <class F, class... T>
+void expect_gradcheck(const char* where, F f, T... inputs) {
+  GradcheckResult r = gradcheck(f, std::vector<Tensor>{inputs...});
+  EXPECT_TRUE(r.ok) << where << ": " << r.message;
+}
+#define EXPECT_GRADCHECK(...) expect_gradcheck(__FILE__ ":" GTEST_STRINGIFY_(__LINE__), __VA_ARGS__)
 }  // namespace
 
 TEST(NnGradcheck, Linear) {
