@@ -262,7 +262,7 @@ void register_lpm_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--json", args->json, "Print one JSON object as the last line");
   cmd->add_flag("--sweep", args->sweep, "Sweep Fang et al.'s grid R = 10^(0.1 i), i = 0..40")->excludes(ratio);
-  cmd->add_option("--out", args->out, "Also write the result to FILE (sweep: .json for JSON, else CSV), atomically");
+  cmd->add_option("--out", args->out, "Also write the result to FILE, atomically (one R: JSON; sweep: JSON if FILE ends in .json, else CSV)");
   cmd->add_option("--feature-dim", args->nonconvex.feature_dim, "Nonconvex solver: feature dimension p (0 = 2K)")
       ->check(CLI::Range(int64_t{0}, int64_t{100000}))
       ->capture_default_str();

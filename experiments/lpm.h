@@ -142,7 +142,7 @@ struct NonconvexOptions {
   uint64_t seed = 0;
   int64_t max_iterations = 20000;  // per start
   // Stop when the projected-gradient step moves no coordinate by more than this (float32 limits it).
-  double tolerance = 1e-6;
+  double tolerance = 1e-7;
 };
 LpmSolution solve_lpm_nonconvex(const LpmProblem& problem, const NonconvexOptions& options = {});
 

@@ -95,15 +95,24 @@ StartResult spectral_projected_gradient(const AutogradObjective& f, std::vector<
   double alpha = 1 / std::max(projected_step(1.0), 1e-12);
   double best = fx;
   int64_t best_iteration = 0;
+  // At the end f is below float32's resolution, but the gradient still resolves the optimum: return
+  // the visited point closest to stationarity.
+  double most_stationary = std::numeric_limits<double>::infinity();
+  std::vector<float> most_stationary_x = x;
   int64_t iteration = 0;
   for (; iteration < options.max_iterations; ++iteration) {
-    if (projected_step(1.0) <= options.tolerance) break;  // first-order stationarity
+    const double stationarity = projected_step(1.0);
+    if (stationarity < most_stationary) {
+      most_stationary = stationarity;
+      most_stationary_x = x;
+    }
+    if (stationarity <= options.tolerance) break;  // first-order stationarity
     projected_step(alpha);
     const double f_ref = *std::max_element(recent.begin(), recent.end());
     const double slope = dot(g, d);
     double t = 1, f_trial = 0;
     bool accepted = false;
-    for (int backtrack = 0; backtrack < 40; ++backtrack) {
+    for (int backtrack = 0; backtrack < 8; ++backtrack) {
       for (size_t i = 0; i < x.size(); ++i) trial[i] = x[i] + static_cast<float>(t) * d[i];
       f_trial = f.value_and_gradient(trial, g_trial);
       if (f_trial <= f_ref + kArmijo * t * slope) {
@@ -135,7 +144,9 @@ StartResult spectral_projected_gradient(const AutogradObjective& f, std::vector<
       break;
     }
   }
-  return {std::move(x), iteration};
+  // The last accepted point has not been checked yet.
+  if (projected_step(1.0) < most_stationary) most_stationary_x = x;
+  return {std::move(most_stationary_x), iteration};
 }
 
 }  // namespace

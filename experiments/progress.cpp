@@ -31,6 +31,7 @@ void Progress::step(int64_t epoch, int64_t step, double loss, double accuracy, i
   }
   epoch_images_ += images;
   ++steps_done_;
+  last_step_ = now;
   if (quiet_ || !terminal_) return;
   const bool last = step + 1 == steps_per_epoch_;
   if (!last && now - last_draw_ < std::chrono::milliseconds(100)) return;  // redraw at most 10 times a second
@@ -51,7 +52,8 @@ void Progress::step(int64_t epoch, int64_t step, double loss, double accuracy, i
 
 void Progress::epoch_done(int64_t epoch, const std::string& summary) {
   const auto now = std::chrono::steady_clock::now();
-  const double epoch_seconds = std::chrono::duration<double>(now - epoch_start_).count();
+  // Images per second of training alone (the evaluation that follows an epoch is not counted).
+  const double epoch_seconds = std::chrono::duration<double>(last_step_ - epoch_start_).count();
   const double elapsed = std::chrono::duration<double>(now - start_).count();
   if (quiet_) return;
   if (terminal_) std::fputs("\r\033[K", stdout);

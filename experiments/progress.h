@@ -19,7 +19,7 @@ class Progress {
  private:
   int64_t total_epochs_, steps_per_epoch_;
   bool quiet_, terminal_;
-  std::chrono::steady_clock::time_point start_, epoch_start_, last_draw_;
+  std::chrono::steady_clock::time_point start_, epoch_start_, last_draw_, last_step_;
   int64_t epoch_images_ = 0, steps_done_ = 0;
 };
 

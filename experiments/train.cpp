@@ -299,7 +299,7 @@ json run_training(const TrainConfig& c) {
     config["test_size"] = d.test.size();
     config["class_counts"] = d.class_counts;
     config["minority_classes"] = d.minority_classes;
-    config["class_weights"] = class_weights;
+    config["class_loss_weights"] = class_weights;
     config["conv_backend_used"] = conv_backend_name(default_conv_backend());
     config["threads_used"] = num_threads();
     nn::write_file_atomically(c.out_dir + "/config.json", config.dump(2) + "\n");
