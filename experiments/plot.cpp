@@ -34,7 +34,7 @@ std::string render_svg(const Plot& plot) {
   fs::create_directories(dir);
   std::string script = fmt::format(
       "set terminal svg size {},{} dynamic enhanced font 'sans,11' background rgb 'white'\n"
-      "set output {}\nset title {}\nset xlabel {}\nset ylabel {}\nset grid\nset key outside right top\n",
+      "set output {}\nset title {}\nset xlabel {}\nset ylabel {}\nset grid\nset key below maxrows 4 font ',10'\n",
       plot.width, plot.height, quoted((dir / "plot.svg").string()), quoted(plot.title), quoted(plot.x_label),
       quoted(plot.y_label));
   if (plot.log_x) script += "set logscale x\n";

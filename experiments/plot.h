@@ -23,7 +23,7 @@ struct Plot {
   std::vector<double> vertical_lines;  // marked x positions (e.g. the epoch training error hits zero)
   std::string vertical_label;
   double y_min = NAN, y_max = NAN;
-  int width = 640, height = 400;
+  int width = 760, height = 520;
 };
 
 // Renders `plot` to SVG text with gnuplot. Throws naming gnuplot's error output on failure.

@@ -78,7 +78,7 @@ std::string reproduce_minority_collapse(const ReproduceConfig& rc) {
   base.model = !rc.model.empty() ? rc.model : rc.paper ? "vgg11_lpm" : "small_cnn";
   base.majority_classes = 5;
   base.n_major = rc.n_major > 0 ? rc.n_major : rc.paper ? 6000 : 1000;
-  base.epochs = rc.epochs > 0 ? rc.epochs : rc.paper ? 350 : 45;
+  base.epochs = rc.epochs > 0 ? rc.epochs : rc.paper ? 350 : 70;
   base.schedule = rc.paper ? "multistep:116,233" : "multistep";
   base.lr = 0.1f;
   base.batch = 128;
