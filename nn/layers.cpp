@@ -63,12 +63,19 @@ GroupNorm::GroupNorm(int64_t groups_, int64_t channels, float eps_) : groups(gro
 
 Variable GroupNorm::forward(const Variable& x) { return group_norm(x, groups, weight, bias, eps); }
 
-LayerNorm::LayerNorm(int64_t channels, float eps_) : eps(eps_) {
-  weight = register_parameter("weight", Tensor::ones({channels}));
-  bias = register_parameter("bias", Tensor::zeros({channels}));
+LayerNorm::LayerNorm(const Shape& normalized_shape, float eps_) : eps(eps_) {
+  weight = register_parameter("weight", Tensor::ones(normalized_shape));
+  bias = register_parameter("bias", Tensor::zeros(normalized_shape));
 }
 
-Variable LayerNorm::forward(const Variable& x) { return group_norm(x, 1, weight, bias, eps); }
+Variable LayerNorm::forward(const Variable& x) {
+  Shape sample(x.shape().begin() + 1, x.shape().end());
+  PEEL_CHECK(sample == weight.shape(), "LayerNorm({}): input of shape {} does not end in the normalised shape",
+             to_string(weight.shape()), to_string(x.shape()));
+  // One group over every non-batch axis is exactly layer normalisation; then the element-wise affine.
+  Variable normalised = group_norm(x, 1, Variable(), Variable(), eps);
+  return ag::add(ag::mul(normalised, weight), bias);
+}
 
 MaxPool2d::MaxPool2d(int64_t kernel, int64_t stride, int64_t padding)
     : geometry{kernel, stride < 0 ? kernel : stride, padding} {}

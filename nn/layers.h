@@ -55,12 +55,11 @@ class GroupNorm : public Module {
   float eps;
 };
 
-// LayerNorm over (C,H,W) of (N,C,H,W), or over D of (N,D), with a per-channel scale and shift
-// (GroupNorm with one group). PyTorch's LayerNorm([C,H,W]) has per-element affine parameters;
-// this one is the per-channel form used in the normalisation studies (Qiao et al.).
+// PyTorch's LayerNorm(normalized_shape): normalises each sample over all its non-batch axes,
+// (C,H,W) of (N,C,H,W) or D of (N,D), then applies a per-element scale and shift of that shape.
 class LayerNorm : public Module {
  public:
-  explicit LayerNorm(int64_t channels, float eps = 1e-5f);
+  explicit LayerNorm(const Shape& normalized_shape, float eps = 1e-5f);
   Variable forward(const Variable& x) override;
   Variable weight, bias;
   float eps;
