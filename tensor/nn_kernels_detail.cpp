@@ -7,9 +7,9 @@
 
 #include "tensor/error.h"
 
-// The loops below are written for GCC's auto-vectoriser (this file gets -march=native): fixed-width
-// lane arrays instead of scalar reductions, so the order of additions is fixed by the code and not
-// by the compiler, and the results do not depend on the instruction set.
+// Reductions use GCC vector types (8 floats widened to 8 doubles) with one accumulator per lane, so
+// the order of additions is fixed by the code, not by the compiler or the thread count. The
+// elementwise passes are plain loops for the auto-vectoriser (this file gets -march=native).
 namespace peel::nn_detail {
 
 ChannelLayout channel_layout(const Tensor& x, const char* op) {
@@ -149,12 +149,38 @@ struct GradTerms {
   }
 };
 
-// s1[c] += sum_r t1(r, c), s2[c] += sum_r t2(r, c) for c in [c0, c1): 16 then 8 channels per
+// s1[c] += sum_r t1(r, c), s2[c] += sum_r t2(r, c) for c in [c0, c1): 32, 16 then 8 channels per
 // register block, each lane summing its channel's rows in order.
 template <class Terms>
 void rows_sums(const Terms& terms, int64_t rows, int64_t C, int64_t c0, int64_t c1, const double* __restrict k,
                double* __restrict s1, double* __restrict s2) {
   int64_t c = c0;
+  for (; c + 32 <= c1; c += 32) {
+    const vd8 k0 = load8(k + c), k1 = load8(k + c + 8), k2 = load8(k + c + 16), k3 = load8(k + c + 24);
+    vd8 a0{}, a1{}, a2{}, a3{}, b0{}, b1{}, b2{}, b3{};
+    for (int64_t r = 0, i = c; r < rows; ++r, i += C) {
+      const auto [u0, v0] = terms.template operator()<true>(i, k0);
+      const auto [u1, v1] = terms.template operator()<true>(i + 8, k1);
+      const auto [u2, v2] = terms.template operator()<true>(i + 16, k2);
+      const auto [u3, v3] = terms.template operator()<true>(i + 24, k3);
+      a0 += u0;
+      b0 += v0;
+      a1 += u1;
+      b1 += v1;
+      a2 += u2;
+      b2 += v2;
+      a3 += u3;
+      b3 += v3;
+    }
+    add_to(s1 + c, a0);
+    add_to(s1 + c + 8, a1);
+    add_to(s1 + c + 16, a2);
+    add_to(s1 + c + 24, a3);
+    add_to(s2 + c, b0);
+    add_to(s2 + c + 8, b1);
+    add_to(s2 + c + 16, b2);
+    add_to(s2 + c + 24, b3);
+  }
   for (; c + 16 <= c1; c += 16) {
     const vd8 k0 = load8(k + c), k1 = load8(k + c + 8);
     vd8 a0{}, a1{}, b0{}, b1{};
@@ -243,6 +269,8 @@ void plane_grad_sums(const float* g, const float* x, const float* y, bool mask, 
 
 namespace {
 
+// The elementwise passes go row by row: a measured 10-40% faster here than tiles walked 16
+// channels at a time with coefficients kept in registers.
 template <bool kRelu>
 void rows_affine_impl(const float* __restrict x, float* __restrict out, int64_t rows, int64_t C,
                       const float* __restrict center, const float* __restrict a, const float* __restrict b) {

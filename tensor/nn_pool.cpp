@@ -55,11 +55,11 @@ PoolShape pool_shape(const Shape& x, const Pool2dGeometry& g, const char* op) {
              op, g.kernel, g.stride, g.padding);
   PEEL_CHECK(2 * g.padding <= g.kernel, "{}: padding must be at most half the kernel, got kernel={} padding={}", op,
              g.kernel, g.padding);
+  PEEL_CHECK(x[2] + 2 * g.padding >= g.kernel && x[3] + 2 * g.padding >= g.kernel,
+             "{}: input shape {} is smaller than the kernel {} (padding {})", op, to_string(x), g.kernel, g.padding);
   PoolShape s{x[0], x[1], x[2], x[3], 0, 0};
   s.OH = (s.H + 2 * g.padding - g.kernel) / g.stride + 1;
   s.OW = (s.W + 2 * g.padding - g.kernel) / g.stride + 1;
-  PEEL_CHECK(s.H + 2 * g.padding >= g.kernel && s.W + 2 * g.padding >= g.kernel,
-             "{}: input shape {} is smaller than the kernel {} (padding {})", op, to_string(x), g.kernel, g.padding);
   return s;
 }
 
