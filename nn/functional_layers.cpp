@@ -59,23 +59,12 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
   const Tensor b = beta.defined() ? beta.value() : Tensor();
   if (!training) {
     Tensor y = batch_norm_eval_forward(x.value(), g, b, running_mean, running_var, eps, fuse_relu);
-    // Eval mode is an affine map per channel: y = x * scale + shift (then ReLU).
+    // Eval mode is a fixed affine map per channel (then ReLU), so its backward needs no batch statistics.
     return make_result(y, {x, gamma, beta}, "batch_norm_eval",
-                       [xv = x.value(), y, g, running_mean, running_var, eps, fuse_relu](
-                           const Tensor& gy, const std::vector<bool>& need) {
-                         const int64_t c = xv.size(1);
-                         Shape per_channel(static_cast<size_t>(xv.dim()), 1);
-                         per_channel[1] = c;
-                         Tensor inv_std = rsqrt(running_var + eps).reshape(per_channel);
-                         Tensor grad = fuse_relu ? gy * gt(y, Tensor::scalar(0.f)) : gy;
-                         Axes reduce_axes{0};
-                         for (int64_t d = 2; d < xv.dim(); ++d) reduce_axes.push_back(d);
-                         Tensor xhat = (xv - running_mean.reshape(per_channel)) * inv_std;
-                         Grads grads(3);
-                         if (need[0]) grads[0] = g.defined() ? grad * (g.reshape(per_channel) * inv_std) : grad * inv_std;
-                         if (need[1]) grads[1] = sum(grad * xhat, reduce_axes);
-                         if (need[2]) grads[2] = sum(grad, reduce_axes);
-                         return grads;
+                       [xv = x.value(), y, g, running_mean, running_var, eps, fuse_relu](const Tensor& gy,
+                                                                                         const std::vector<bool>&) {
+                         BatchNormGrads d = batch_norm_eval_backward(gy, xv, g, running_mean, running_var, eps, y, fuse_relu);
+                         return Grads{d.x, d.gamma, d.beta};
                        });
   }
   BatchNormSaved saved;
