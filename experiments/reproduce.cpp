@@ -44,21 +44,27 @@ json run_once(Run& run, bool quiet) {
 }
 
 RunMetrics read_run_metrics(const std::string& dir) {
+  const std::string path = dir + "/metrics.csv";
+  PEEL_CHECK(std::filesystem::exists(path), "{} is missing", path);
+  MetricsTable table = read_metrics_csv(path);
   RunMetrics m;
-  std::ifstream in(dir + "/metrics.csv");
-  PEEL_CHECK(in.good(), "{}/metrics.csv is missing", dir);
-  std::string line;
-  std::getline(in, line);
-  std::vector<std::string> columns;
-  std::stringstream header(line);
-  for (std::string c; std::getline(header, c, ',');) columns.push_back(c);
-  while (std::getline(in, line)) {
-    std::stringstream cells(line);
-    size_t i = 0;
-    for (std::string cell; std::getline(cells, cell, ',') && i < columns.size(); ++i)
-      m[columns[i]].push_back(std::strtod(cell.c_str(), nullptr));
-  }
+  for (const std::string& name : table.columns) m[name] = table.column(name);
   return m;
+}
+
+// The recipe both papers share: SGD, batch 128, momentum 0.9, weight decay 5e-4, lr divided by 10
+// at 1/3 and 2/3 of training (epochs 116 and 233 of 350 under --paper).
+TrainConfig shared_recipe(const ReproduceConfig& rc) {
+  TrainConfig c;
+  c.data_dir = rc.data_dir;
+  c.schedule = rc.paper ? "multistep:116,233" : "multistep";
+  c.batch = 128;
+  c.momentum = 0.9f;
+  c.weight_decay = 5e-4f;
+  c.seed = rc.seed;
+  c.threads = rc.threads;
+  c.quiet = rc.quiet;
+  return c;
 }
 
 double value_or_nan(const json& j, const std::string& key) {
@@ -72,23 +78,15 @@ double value_or_nan(const json& j, const std::string& key) {
 std::string reproduce_minority_collapse(const ReproduceConfig& rc) {
   PEEL_CHECK(!rc.out_dir.empty(), "reproduce: --out DIR is required");
   // The default scale finishes in about half an hour on 2 cores; --paper is the authors' protocol.
-  TrainConfig base;
+  TrainConfig base = shared_recipe(rc);
   base.dataset = rc.dataset.empty() ? "fashion-mnist" : rc.dataset;
-  base.data_dir = rc.data_dir;
   base.model = !rc.model.empty() ? rc.model : rc.paper ? "vgg11_lpm" : "small_cnn";
   base.majority_classes = 5;
   base.n_major = rc.n_major > 0 ? rc.n_major : rc.paper ? 6000 : 1000;
   base.epochs = rc.epochs > 0 ? rc.epochs : rc.paper ? 350 : 70;
-  base.schedule = rc.paper ? "multistep:116,233" : "multistep";
   base.lr = 0.1f;
-  base.batch = 128;
-  base.momentum = 0.9f;
-  base.weight_decay = 5e-4f;
-  base.seed = rc.seed;
-  base.threads = rc.threads;
   base.metrics_every = rc.paper ? 10 : 5;
   base.global_mean = "all-samples";  // as the authors' code centres the class means
-  base.quiet = rc.quiet;
 
   const std::vector<double> ratios{1, 10, 100, 1000};
   std::vector<Run> runs;
@@ -228,22 +226,14 @@ std::string reproduce_minority_collapse(const ReproduceConfig& rc) {
 
 std::string reproduce_neural_collapse(const ReproduceConfig& rc) {
   PEEL_CHECK(!rc.out_dir.empty(), "reproduce: --out DIR is required");
-  TrainConfig c;
+  TrainConfig c = shared_recipe(rc);
   c.dataset = rc.dataset.empty() ? "mnist" : rc.dataset;
-  c.data_dir = rc.data_dir;
   c.model = !rc.model.empty() ? rc.model : rc.paper ? "resnet18" : "small_cnn";
   c.n_major = rc.n_major > 0 ? rc.n_major : rc.paper ? 0 : 500;  // balanced subset: n images per class
   c.epochs = rc.epochs > 0 ? rc.epochs : rc.paper ? 350 : 100;
-  c.schedule = rc.paper ? "multistep:116,233" : "multistep";
   c.lr = rc.paper ? 0.0679f : 0.05f;  // Papyan et al.'s notebook uses 0.0679 for CE
-  c.batch = 128;
-  c.momentum = 0.9f;
-  c.weight_decay = 5e-4f;
-  c.seed = rc.seed;
-  c.threads = rc.threads;
   c.metrics_every = 1;
   c.global_mean = "class-means";  // Papyan et al. centre on the mean of the class means
-  c.quiet = rc.quiet;
   Run run{"balanced", "balanced", c};
   run.config.out_dir = rc.out_dir + "/runs/balanced";
   fs::create_directories(rc.out_dir + "/runs");

@@ -196,11 +196,6 @@ Evaluation evaluate(nn::Network& model, const data::Dataset& split, int64_t batc
 
 // ---- Files: metrics.csv, checkpoints ------------------------------------------------------------
 
-struct MetricsTable {
-  std::vector<std::string> columns;
-  std::vector<std::vector<double>> rows;
-};
-
 void write_metrics_csv(const std::string& path, const MetricsTable& t) {
   std::string out = fmt::format("{}\n", fmt::join(t.columns, ","));
   for (const auto& row : t.rows) {
@@ -209,6 +204,16 @@ void write_metrics_csv(const std::string& path, const MetricsTable& t) {
     out += fmt::format("{}\n", fmt::join(cells, ","));
   }
   nn::write_file_atomically(path, out);
+}
+
+}  // namespace
+
+std::vector<double> MetricsTable::column(const std::string& name) const {
+  std::vector<double> values;
+  for (size_t i = 0; i < columns.size(); ++i)
+    if (columns[i] == name)
+      for (const auto& row : rows) values.push_back(row[i]);
+  return values;
 }
 
 MetricsTable read_metrics_csv(const std::string& path, int64_t up_to_epoch) {
@@ -228,6 +233,8 @@ MetricsTable read_metrics_csv(const std::string& path, int64_t up_to_epoch) {
   }
   return t;
 }
+
+namespace {
 
 // A checkpoint is one state file (written atomically): the model's parameters and buffers, the
 // optimizer's momentum buffers, and the number of epochs completed.

@@ -49,6 +49,15 @@ struct TrainConfig {
   static TrainConfig from_json(const nlohmann::json& j);
 };
 
+// A run's metrics.csv: column names, and one row of values per measured epoch (column 0 is the
+// epoch). Rows after `up_to_epoch` are dropped (a resumed run rewrites them).
+struct MetricsTable {
+  std::vector<std::string> columns;
+  std::vector<std::vector<double>> rows;
+  std::vector<double> column(const std::string& name) const;  // empty if there is no such column
+};
+MetricsTable read_metrics_csv(const std::string& path, int64_t up_to_epoch = std::numeric_limits<int64_t>::max());
+
 // Runs training to the end (or resumes it) and returns the summary (also in out_dir/summary.json).
 nlohmann::json run_training(const TrainConfig& config);
 

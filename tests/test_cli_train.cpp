@@ -141,3 +141,23 @@ TEST(CliTrain, DemoLossGoesDown) {
   ASSERT_GE(losses.size(), 2u);
   EXPECT_LT(losses.back(), 0.5 * losses.front());
 }
+
+TEST(CliReproduce, MinorityCollapseReportOnSyntheticData) {
+  const fs::path out = fresh_dir("mc");
+  std::string log;
+  ASSERT_EQ(run({kPeel, "reproduce", "minority-collapse", "--dataset", "synthetic", "--n-major", "60", "--epochs", "1",
+                 "--threads", "2", "--quiet", "--out", out.string()},
+                &log),
+            0)
+      << log;
+  const std::string html = read(out / "report.html");
+  size_t figures = 0;
+  for (size_t at = html.find("<svg"); at != std::string::npos; at = html.find("<svg", at + 1)) ++figures;
+  EXPECT_EQ(figures, 8u);
+  EXPECT_NE(html.find("Layer-Peeled Model (true cosine)"), std::string::npos);
+  EXPECT_NE(html.find("Summary of every run"), std::string::npos);
+  EXPECT_EQ(html.find("<script"), std::string::npos);  // self-contained: nothing to fetch or run
+  for (const char* run_name : {"R1", "R10", "R100", "R1000", "R1000-oversample", "R1000-reweight"})
+    EXPECT_TRUE(fs::exists(out / "runs" / run_name / "summary.json")) << run_name;
+  fs::remove_all(out);
+}
