@@ -34,9 +34,12 @@ const Layer kLayers[] = {
 enum class Direction { kForward, kBackwardData, kBackwardWeights };
 const char* direction_name(Direction d) {
   switch (d) {
-    case Direction::kForward: return "fwd";
-    case Direction::kBackwardData: return "bwd_data";
-    case Direction::kBackwardWeights: return "bwd_weights";
+    case Direction::kForward:
+      return "fwd";
+    case Direction::kBackwardData:
+      return "bwd_data";
+    case Direction::kBackwardWeights:
+      return "bwd_weights";
   }
   return "?";
 }
@@ -51,9 +54,12 @@ void run_conv(benchmark::State& state, Layer layer, int64_t batch, Direction dir
   const Tensor gy = normal(y_shape, 0.f, 1.f, gen).channels_last();
   auto once = [&] {
     switch (dir) {
-      case Direction::kForward: return conv2d_forward(x, w, b, g, backend);
-      case Direction::kBackwardData: return conv2d_backward_data(gy, w, x.shape(), g, backend);
-      case Direction::kBackwardWeights: return conv2d_backward_weight(gy, x, w.shape(), g, backend);
+      case Direction::kForward:
+        return conv2d_forward(x, w, b, g, backend);
+      case Direction::kBackwardData:
+        return conv2d_backward_data(gy, w, x.shape(), g, backend);
+      case Direction::kBackwardWeights:
+        return conv2d_backward_weight(gy, x, w.shape(), g, backend);
     }
     return Tensor();
   };
@@ -63,8 +69,8 @@ void run_conv(benchmark::State& state, Layer layer, int64_t batch, Direction dir
     benchmark::DoNotOptimize(out.data());
   }
   const double flops = 2.0 * batch * layer.O * y_shape[2] * y_shape[3] * layer.C * 9;
-  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9 * static_cast<double>(state.iterations()),
-                                                 benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops * 1e-9 * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
 }
 
 // Removes "--name=value" (or "--name") from argv and returns the value ("1" for a bare flag).
@@ -98,8 +104,8 @@ int main(int argc, char** argv) {
     for (Direction dir : {Direction::kForward, Direction::kBackwardData, Direction::kBackwardWeights})
       for (ConvBackend backend : backends) {
         const std::string name = std::string(layer.model) + "/" + std::to_string(layer.C) + "x" +
-                                 std::to_string(layer.O) + "_" + std::to_string(layer.H) + "/" +
-                                 direction_name(dir) + "/" + conv_backend_name(backend);
+                                 std::to_string(layer.O) + "_" + std::to_string(layer.H) + "/" + direction_name(dir) +
+                                 "/" + conv_backend_name(backend);
         benchmark::RegisterBenchmark(name.c_str(), run_conv, layer, batch, dir, backend)
             ->UseRealTime()
             ->Unit(benchmark::kMillisecond);

@@ -52,8 +52,7 @@ void run_gemm(benchmark::State& state, GemmShape s, bool use_peel, int blas_thre
 
 void add(const std::string& name, GemmShape s, int blas_threads) {
   for (bool use_peel : {true, false})
-    benchmark::RegisterBenchmark((name + (use_peel ? "/peel" : "/cblas")).c_str(), run_gemm, s, use_peel,
-                                 blas_threads)
+    benchmark::RegisterBenchmark((name + (use_peel ? "/peel" : "/cblas")).c_str(), run_gemm, s, use_peel, blas_threads)
         ->UseRealTime()
         ->Unit(benchmark::kMicrosecond);
 }
@@ -88,7 +87,8 @@ int main(int argc, char** argv) {
     int64_t C, O, H;
   };
   const int64_t batch = 128;
-  for (const Layer& l : {Layer{1, 32, 28}, Layer{32, 32, 28}, Layer{32, 64, 14}, Layer{64, 64, 14}, Layer{64, 128, 7}}) {
+  for (const Layer& l :
+       {Layer{1, 32, 28}, Layer{32, 32, 28}, Layer{32, 64, 14}, Layer{64, 64, 14}, Layer{64, 128, 7}}) {
     const conv_detail::ConvProblem p =
         conv_detail::make_problem({batch, l.C, l.H, l.H}, {l.O, l.C, 3, 3}, Conv2dGeometry::square(1, 1));
     const int64_t K = 9 * l.C, pixels = p.OH * p.OW;

@@ -9,6 +9,7 @@
 #include "tensor/conv_internal.h"
 #include "tensor/error.h"
 #include "tensor/ops.h"
+#include "tensor/simd/kernels.h"
 #include "tensor/threads.h"
 
 namespace peel {
@@ -18,8 +19,8 @@ using conv_detail::ConvProblem;
 namespace {
 
 std::string geometry_string(const Conv2dGeometry& g) {
-  return fmt::format("stride ({}, {}), padding ({}, {}), dilation ({}, {})", g.stride_h, g.stride_w, g.pad_h,
-                     g.pad_w, g.dilation_h, g.dilation_w);
+  return fmt::format("stride ({}, {}), padding ({}, {}), dilation ({}, {})", g.stride_h, g.stride_w, g.pad_h, g.pad_w,
+                     g.dilation_h, g.dilation_w);
 }
 
 constexpr ConvBackend kAllBackends[] = {ConvBackend::kReference, ConvBackend::kIm2col, ConvBackend::kDirect,
@@ -32,6 +33,10 @@ constexpr ConvBackend kMeasuredFastest = ConvBackend::kDirect;
 ConvBackend initial_default() {
   if (const char* env = std::getenv("PEEL_CONV_BACKEND"); env != nullptr && *env != '\0')
     return parse_conv_backend(env);
+  // The direct kernels need AVX2 (or AVX-512); without them (an old CPU, or PEEL_ISA=baseline)
+  // im2col is the next fastest on these shapes.
+  if (kMeasuredFastest == ConvBackend::kDirect && simd::active_isa() == simd::Isa::kBaseline)
+    return ConvBackend::kIm2col;
   return kMeasuredFastest;
 }
 
@@ -72,9 +77,9 @@ Shape conv2d_output_shape(const Shape& x, const Shape& w, const Conv2dGeometry& 
   PEEL_CHECK(w.size() == 4, "conv2d: weights must be 4-d (O,C,KH,KW), got shape {}", to_string(w));
   PEEL_CHECK(x[1] == w[1], "conv2d: input {} has {} channels but weights {} expect {} (groups=1)", to_string(x), x[1],
              to_string(w), w[1]);
-  PEEL_CHECK(g.stride_h >= 1 && g.stride_w >= 1 && g.dilation_h >= 1 && g.dilation_w >= 1 && g.pad_h >= 0 &&
-                 g.pad_w >= 0,
-             "conv2d: invalid geometry {} (strides and dilations must be >= 1, padding >= 0)", geometry_string(g));
+  PEEL_CHECK(
+      g.stride_h >= 1 && g.stride_w >= 1 && g.dilation_h >= 1 && g.dilation_w >= 1 && g.pad_h >= 0 && g.pad_w >= 0,
+      "conv2d: invalid geometry {} (strides and dilations must be >= 1, padding >= 0)", geometry_string(g));
   PEEL_CHECK(x[0] >= 1 && x[1] >= 1 && w[0] >= 1 && w[2] >= 1 && w[3] >= 1,
              "conv2d: empty operand: input {}, weights {}", to_string(x), to_string(w));
   const int64_t extent_h = (w[2] - 1) * g.dilation_h + 1, extent_w = (w[3] - 1) * g.dilation_w + 1;
@@ -93,10 +98,14 @@ ConvBackend parse_conv_backend(std::string_view name) {
 
 const char* conv_backend_name(ConvBackend backend) {
   switch (backend) {
-    case ConvBackend::kReference: return "reference";
-    case ConvBackend::kIm2col: return "im2col";
-    case ConvBackend::kDirect: return "direct";
-    case ConvBackend::kOneDnn: return "onednn";
+    case ConvBackend::kReference:
+      return "reference";
+    case ConvBackend::kIm2col:
+      return "im2col";
+    case ConvBackend::kDirect:
+      return "direct";
+    case ConvBackend::kOneDnn:
+      return "onednn";
   }
   return "?";
 }
@@ -113,10 +122,14 @@ Tensor conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, cons
   const Tensor wd = dense_weights(w);
   const Tensor bd = bias.defined() ? bias.contiguous() : Tensor();
   switch (backend) {
-    case ConvBackend::kReference: return conv_detail::reference_forward(x, wd, bd, p);
-    case ConvBackend::kIm2col: return conv_detail::im2col_forward(x, wd, bd, p);
-    case ConvBackend::kDirect: return conv_detail::direct_forward(x, wd, bd, p, conv_detail::direct_isa());
-    case ConvBackend::kOneDnn: return conv_detail::onednn_forward(x, wd, bd, p);
+    case ConvBackend::kReference:
+      return conv_detail::reference_forward(x, wd, bd, p);
+    case ConvBackend::kIm2col:
+      return conv_detail::im2col_forward(x, wd, bd, p);
+    case ConvBackend::kDirect:
+      return conv_detail::direct_forward(x, wd, bd, p, conv_detail::direct_isa());
+    case ConvBackend::kOneDnn:
+      return conv_detail::onednn_forward(x, wd, bd, p);
   }
   PEEL_FAIL("conv2d_forward: bad backend {}", static_cast<int>(backend));
 }
@@ -128,10 +141,14 @@ Tensor conv2d_backward_data(const Tensor& grad_y, const Tensor& w, const Shape& 
   check_grad_y(grad_y, p, "conv2d_backward_data");
   const Tensor wd = dense_weights(w);
   switch (backend) {
-    case ConvBackend::kReference: return conv_detail::reference_backward_data(grad_y, wd, p);
-    case ConvBackend::kIm2col: return conv_detail::im2col_backward_data(grad_y, wd, p);
-    case ConvBackend::kDirect: return conv_detail::direct_backward_data(grad_y, wd, p, conv_detail::direct_isa());
-    case ConvBackend::kOneDnn: return conv_detail::onednn_backward_data(grad_y, wd, p);
+    case ConvBackend::kReference:
+      return conv_detail::reference_backward_data(grad_y, wd, p);
+    case ConvBackend::kIm2col:
+      return conv_detail::im2col_backward_data(grad_y, wd, p);
+    case ConvBackend::kDirect:
+      return conv_detail::direct_backward_data(grad_y, wd, p, conv_detail::direct_isa());
+    case ConvBackend::kOneDnn:
+      return conv_detail::onednn_backward_data(grad_y, wd, p);
   }
   PEEL_FAIL("conv2d_backward_data: bad backend {}", static_cast<int>(backend));
 }
@@ -142,10 +159,14 @@ Tensor conv2d_backward_weight(const Tensor& grad_y, const Tensor& x, const Shape
   const ConvProblem p = conv_detail::make_problem(x.shape(), w_shape, g);
   check_grad_y(grad_y, p, "conv2d_backward_weight");
   switch (backend) {
-    case ConvBackend::kReference: return conv_detail::reference_backward_weight(grad_y, x, p);
-    case ConvBackend::kIm2col: return conv_detail::im2col_backward_weight(grad_y, x, p);
-    case ConvBackend::kDirect: return conv_detail::direct_backward_weight(grad_y, x, p, conv_detail::direct_isa());
-    case ConvBackend::kOneDnn: return conv_detail::onednn_backward_weight(grad_y, x, p);
+    case ConvBackend::kReference:
+      return conv_detail::reference_backward_weight(grad_y, x, p);
+    case ConvBackend::kIm2col:
+      return conv_detail::im2col_backward_weight(grad_y, x, p);
+    case ConvBackend::kDirect:
+      return conv_detail::direct_backward_weight(grad_y, x, p, conv_detail::direct_isa());
+    case ConvBackend::kOneDnn:
+      return conv_detail::onednn_backward_weight(grad_y, x, p);
   }
   PEEL_FAIL("conv2d_backward_weight: bad backend {}", static_cast<int>(backend));
 }

@@ -29,8 +29,11 @@
 // A cost model (issue slots, FMA latency, call overhead and thread balance) picks the mode and
 // the register tile shape for each problem.
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <functional>
+#include <map>
+#include <mutex>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -52,9 +55,12 @@ int64_t mod(int64_t a, int64_t b) { return ((a % b) + b) % b; }
 const DirectKernels& direct_kernels_for(simd::Isa isa) {
   PEEL_CHECK(simd::cpu_supports(isa), "conv direct: this CPU does not support {}", simd::isa_name(isa));
   switch (isa) {
-    case simd::Isa::kAvx512: return direct_kernels_avx512();
-    case simd::Isa::kAvx2: return direct_kernels_avx2();
-    case simd::Isa::kBaseline: break;
+    case simd::Isa::kAvx512:
+      return direct_kernels_avx512();
+    case simd::Isa::kAvx2:
+      return direct_kernels_avx2();
+    case simd::Isa::kBaseline:
+      break;
   }
   PEEL_FAIL("conv direct: no kernels for instruction set {} (needs avx2 or avx512)", simd::isa_name(isa));
 }
@@ -97,6 +103,22 @@ std::vector<BlockGroup> block_groups(int64_t blocks, int ob) {
   return groups;
 }
 
+// Runs body(unit, scratch) for units [0, n) on the threads, each task with its own slice of one
+// scratch buffer allocated up front: the same number of same-sized buffers every call, so the
+// caching allocator serves them all after the first (a buffer allocated inside the parallel body
+// would be one or two depending on how the threads happened to overlap).
+template <class Body>
+void for_each_unit(int64_t n, int64_t scratch_floats, Body&& body) {
+  const int64_t tasks = std::max<int64_t>(1, std::min<int64_t>(num_threads(), n));
+  Tensor scratch = Tensor::empty({tasks * std::max<int64_t>(scratch_floats, 1)});
+  parallel_for(tasks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      float* mine = scratch.data() + t * std::max<int64_t>(scratch_floats, 1);
+      for (int64_t u = n * t / tasks; u < n * (t + 1) / tasks; ++u) body(u, mine);
+    }
+  });
+}
+
 // ---- Packing ------------------------------------------------------------------------------------
 
 // A 3-d strided view of one image: element (c, h, w).
@@ -116,7 +138,9 @@ ImageView image_of(const Tensor& t, int64_t n) {
 class ImagePrefetcher {
  public:
   ImagePrefetcher(const Tensor& t, int64_t parts)
-      : t_(t), floats_(t.size(1) * t.size(2) * t.size(3)), parts_(std::max<int64_t>(parts, 1)),
+      : t_(t),
+        floats_(t.size(1) * t.size(2) * t.size(3)),
+        parts_(std::max<int64_t>(parts, 1)),
         dense_(t.is_contiguous() || t.is_channels_last()) {}
   void step(int64_t next_image, int64_t part) const {
     if (!dense_ || next_image >= t_.size(0) || part >= parts_) return;
@@ -148,7 +172,7 @@ PlanarLayout planar_layout(int64_t channels, int64_t row_origin, int64_t col_ori
 // Packs rows [r0, r1) of the layout into dst (dst row 0 = layout row r0).
 void pack_planar(const DirectKernels& k, const ImageView& src, const PlanarLayout& lay, int64_t r0, int64_t r1,
                  float* dst) {
-  const int64_t col_lo = std::clamp<int64_t>(-lay.col_origin, 0, lay.cols);            // first in-source col
+  const int64_t col_lo = std::clamp<int64_t>(-lay.col_origin, 0, lay.cols);              // first in-source col
   const int64_t col_hi = std::clamp<int64_t>(src.W - lay.col_origin, col_lo, lay.cols);  // past the last
   for (int64_t r = r0; r < r1; ++r) {
     float* row = dst + (r - r0) * lay.row_stride();
@@ -321,22 +345,35 @@ struct RowPlan {
   double cycles_per_image = 1e300;
 };
 
-RowPlan plan_rows(const DirectKernels& k, const std::vector<RowSet>& sets, int64_t blocks, int64_t kdim) {
+RowPlan plan_rows(const DirectKernels& k, const std::vector<RowSet>& sets, int64_t blocks, int64_t kdim,
+                  DirectMode mode) {
   RowPlan best;
+  const int rh_lo = mode == DirectMode::kTwoRowTiles ? 2 : 1, rh_hi = mode == DirectMode::kOneRowTiles ? 1 : kMaxRH;
+  // k-steps of a tile of rh rows starting at each row, per set: [set][rh][row]
+  std::vector<std::vector<double>> ksteps[kMaxRH + 1];
+  for (int rh = 1; rh <= kMaxRH; ++rh)
+    for (const RowSet& set : sets) {
+      std::vector<double> per_row(static_cast<size_t>(set.rows));
+      for (int64_t r = 0; r < set.rows; ++r)
+        per_row[r] = static_cast<double>(set.reach(r, std::min<int64_t>(rh, set.rows - r)) * kdim);
+      ksteps[rh].push_back(std::move(per_row));
+    }
   for (int ob = 1; ob <= std::min<int64_t>(kMaxOB, blocks); ++ob)
-    for (int rh = 1; rh <= kMaxRH; ++rh)
+    for (int rh = rh_lo; rh <= rh_hi; ++rh)
       for (int rw = 1; rw <= kMaxRW; ++rw) {
         if (k.tile[ob][rh][rw] == nullptr) continue;
         double cost = 0;
-        for (const RowSet& set : sets)
+        for (size_t si = 0; si < sets.size(); ++si) {
+          const RowSet& set = sets[si];
           for (int64_t r = 0; r < set.rows; r += rh) {
             const int64_t trh = std::min<int64_t>(rh, set.rows - r);
-            const double ksteps = static_cast<double>(set.reach(r, trh) * kdim);
+            const double steps = ksteps[trh][si][r];
             for_each_span(set.cols, rw, [&](int64_t, int64_t len) {
-              cost += (blocks / ob) * tile_cost(k, ob, trh, len, ksteps);
-              if (blocks % ob != 0) cost += tile_cost(k, static_cast<int>(blocks % ob), trh, len, ksteps);
+              cost += (blocks / ob) * tile_cost(k, ob, trh, len, steps);
+              if (blocks % ob != 0) cost += tile_cost(k, static_cast<int>(blocks % ob), trh, len, steps);
             });
           }
+        }
         if (cost < best.cycles_per_image) best = {ob, rh, rw, cost};
       }
   return best;
@@ -344,15 +381,17 @@ RowPlan plan_rows(const DirectKernels& k, const std::vector<RowSet>& sets, int64
 
 struct ImagePlan {
   int ob = 1;
-  int64_t groups = 1;  // image groups (tasks); group g holds images [N*g/groups, N*(g+1)/groups)
-  int64_t slots = 1;   // the largest group
+  int64_t groups = 1;       // image groups (tasks); group g holds images [N*g/groups, N*(g+1)/groups)
+  int64_t slots = 1;        // the largest group
   double makespan = 1e300;  // estimated cycles on the busiest thread
 };
 
-ImagePlan plan_images(const DirectKernels& k, const std::vector<int64_t>& taps_per_position, int64_t N,
-                      int64_t blocks, int64_t kdim) {
+ImagePlan plan_images(const DirectKernels& k, const std::vector<int64_t>& taps_per_position, int64_t N, int64_t blocks,
+                      int64_t kdim) {
   ImagePlan best;
   const int64_t threads = num_threads();
+  std::map<int64_t, int64_t> histogram;  // taps -> positions with that many
+  for (int64_t t : taps_per_position) ++histogram[t];
   for (int ob = 1; ob <= std::min<int64_t>(kMaxOB, blocks); ++ob)
     for (int slots = 1; slots <= kMaxRW; ++slots) {
       if (k.tile[ob][1][slots] == nullptr) continue;
@@ -362,10 +401,11 @@ ImagePlan plan_images(const DirectKernels& k, const std::vector<int64_t>& taps_p
       if (groups > N) continue;
       const int64_t size = ceil_div(N, groups);
       double group_cost = 0;
-      for (int64_t t : taps_per_position) {
-        const double ksteps = static_cast<double>(t * kdim);
-        group_cost += (blocks / ob) * tile_cost(k, ob, 1, size, ksteps);
-        if (blocks % ob != 0) group_cost += tile_cost(k, static_cast<int>(blocks % ob), 1, size, ksteps);
+      for (const auto& [taps, positions] : histogram) {
+        const double ksteps = static_cast<double>(taps * kdim);
+        double c = (blocks / ob) * tile_cost(k, ob, 1, size, ksteps);
+        if (blocks % ob != 0) c += tile_cost(k, static_cast<int>(blocks % ob), 1, size, ksteps);
+        group_cost += static_cast<double>(positions) * c;
       }
       const double makespan = static_cast<double>(ceil_div(groups, threads)) * group_cost;
       if (makespan < best.makespan) best = {ob, groups, size, makespan};
@@ -385,11 +425,15 @@ WgradPlan plan_wgrad(const DirectKernels& k, int64_t entries, int64_t blocks) {
     for (int ob = 1; ob <= std::min<int64_t>(kMaxOB, blocks); ++ob)
       for (int rc = 1; rc <= kMaxRW; ++rc) {
         if (k.wgrad[px][ob][rc] == nullptr) continue;
-        auto group_cost = [&](int tob) {  // cycles per pixel
+        // Cycles per pixel: FMA issue (2 per cycle), load issue (grad_y vectors and x broadcasts;
+        // measured to sustain about 1.5 per cycle here), the FMA latency shared by the PX pixels
+        // of a step, and loop overhead. Two-pixel steps only pay off for tiles with too few
+        // accumulators to hide the latency.
+        auto group_cost = [&](int tob) {
           double c = 0;
           for_each_span(entries, rc, [&](int64_t, int64_t len) {
-            const int n = static_cast<int>(len);
-            c += step_cycles(tob * vpb * px, n * px, tob * vpb * n * px) / px;
+            const double fmas = tob * vpb * static_cast<double>(len), loads = tob * vpb + static_cast<double>(len);
+            c += std::max({fmas / 2.0, loads / 1.5, 4.0 / px}) + 1.0;
           });
           return c;
         };
@@ -410,6 +454,32 @@ bool use_images(DirectMode mode, const RowPlan& rows, const ImagePlan& images, i
   return images.makespan < 0.95 * row_makespan;
 }
 
+// The choice between row and image tiles, and the tile shapes, for one problem.
+struct DirectPlan {
+  bool images = false;
+  RowPlan rows;
+  ImagePlan image;
+};
+
+// Plans depend only on the problem, so each is made once (planning a 28x28 layer takes about as
+// long as a few percent of running it) and kept in a mutex-guarded map, like oneDNN's primitives.
+template <class Make>
+DirectPlan cached_plan(int direction, simd::Isa isa, DirectMode mode, const ConvProblem& p, Make&& make) {
+  static std::mutex mutex;
+  static std::map<std::array<int64_t, 17>, DirectPlan> cache;
+  const Conv2dGeometry& g = p.g;
+  const auto key = int64_key(direction, isa, mode, num_threads(), p.N, p.C, p.H, p.W, p.O, p.KH, p.KW, g.stride_h,
+                             g.stride_w, g.pad_h, g.pad_w, g.dilation_h, g.dilation_w);
+  {
+    std::lock_guard lock(mutex);
+    if (auto it = cache.find(key); it != cache.end()) return it->second;
+  }
+  const DirectPlan plan = make();
+  std::lock_guard lock(mutex);
+  cache.emplace(key, plan);
+  return plan;
+}
+
 // ---- Image-tile pass (shared by forward and backward-data) --------------------------------------
 
 // out (channels-last, N x out_c x out_h x out_w) = the tile kernel over image groups of `src`.
@@ -420,28 +490,27 @@ void run_image_tiles(const DirectKernels& k, const ImagePlan& plan, const Tensor
   const int64_t blocks = ceil_div(out_c, kBlock);
   const std::vector<BlockGroup> groups = block_groups(blocks, plan.ob);
   const int64_t group_floats = src.size(2) * src.size(3) * kdim * plan.slots;
-  parallel_for(plan.groups, 1, [&](int64_t begin, int64_t end) {
-    Tensor scratch = Tensor::empty({group_floats});
-    for (int64_t gi = begin; gi < end; ++gi) {
-      const int64_t n0 = N * gi / plan.groups, count = N * (gi + 1) / plan.groups - n0;
-      if (count == 0) continue;
-      pack_image_group(k, src, n0, count, plan.slots, scratch.data());
-      for (const BlockGroup& grp : groups) {
-        const PositionTaps& pt = taps_by_ob[grp.ob];
-        DirectTileArgs a{};
-        a.in = scratch.data();
-        a.in_k_stride = plan.slots;
-        a.kdim = kdim;
-        a.w = wpack.data() + grp.first_block * kBlock * taps_total * kdim;
-        a.init = init != nullptr ? init + grp.first_block * kBlock : nullptr;
-        a.out_pix_stride = out_h * out_w * out_c;  // the next image
-        a.last_block_lanes = grp.first_block + grp.ob == blocks ? last_lanes(out_c) : static_cast<int>(kBlock);
-        for (int64_t pos = 0; pos < out_h * out_w; ++pos) {
-          a.taps = pt.taps.data() + pt.begin[pos];
-          a.ntaps = pt.begin[pos + 1] - pt.begin[pos];
-          a.out = out.data() + (n0 * out_h * out_w + pos) * out_c + grp.first_block * kBlock;
-          k.tile[grp.ob][1][count](a);
-        }
+  float* out_data = out.data();
+  const float* w_data = wpack.data();
+  for_each_unit(plan.groups, group_floats, [&](int64_t gi, float* scratch) {
+    const int64_t n0 = N * gi / plan.groups, count = N * (gi + 1) / plan.groups - n0;
+    if (count == 0) return;
+    pack_image_group(k, src, n0, count, plan.slots, scratch);
+    for (const BlockGroup& grp : groups) {
+      const PositionTaps& pt = taps_by_ob[grp.ob];
+      DirectTileArgs a{};
+      a.in = scratch;
+      a.in_k_stride = plan.slots;
+      a.kdim = kdim;
+      a.w = w_data + grp.first_block * kBlock * taps_total * kdim;
+      a.init = init != nullptr ? init + grp.first_block * kBlock : nullptr;
+      a.out_pix_stride = out_h * out_w * out_c;  // the next image
+      a.last_block_lanes = grp.first_block + grp.ob == blocks ? last_lanes(out_c) : static_cast<int>(kBlock);
+      for (int64_t pos = 0; pos < out_h * out_w; ++pos) {
+        a.taps = pt.taps.data() + pt.begin[pos];
+        a.ntaps = pt.begin[pos + 1] - pt.begin[pos];
+        a.out = out_data + (n0 * out_h * out_w + pos) * out_c + grp.first_block * kBlock;
+        k.tile[grp.ob][1][count](a);
       }
     }
   });
@@ -496,20 +565,24 @@ Tensor direct_forward(const Tensor& x, const Tensor& w, const Tensor& bias, cons
   auto reach_rows = [&](const TapList& list, int64_t oh, int64_t rh) {
     return list.reaching(oh * g.stride_h - g.pad_h, g.stride_h, rh, p.H);
   };
-  const TapList shape_only = tap_list(1);
-  const RowPlan row_plan = plan_rows(
-      K, {RowSet{p.OH, p.OW, [&](int64_t oh, int64_t rh) { return reach_rows(shape_only, oh, rh).second; }}}, blocks,
-      p.C);
-
   const SourceOf source = [&](int64_t oh, int64_t ow, int64_t kh, int64_t kw, int64_t& ih, int64_t& iw) {
     ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
     iw = ow * g.stride_w - g.pad_w + kw * g.dilation_w;
     return ih >= 0 && ih < p.H && iw >= 0 && iw < p.W;
   };
-  const ImagePlan image_plan =
-      plan_images(K, taps_per_position(position_taps(p, p.OH, p.OW, p.W, p.C, 1, 1, source)), p.N, blocks, p.C);
+  const DirectPlan chosen = cached_plan(0, isa, mode, p, [&] {
+    DirectPlan d;
+    const TapList shape_only = tap_list(1);
+    d.rows = plan_rows(
+        K, {RowSet{p.OH, p.OW, [&](int64_t oh, int64_t rh) { return reach_rows(shape_only, oh, rh).second; }}}, blocks,
+        p.C, mode);
+    d.image = plan_images(K, taps_per_position(position_taps(p, p.OH, p.OW, p.W, p.C, 1, 1, source)), p.N, blocks, p.C);
+    d.images = use_images(mode, d.rows, d.image, p.N);
+    return d;
+  });
+  const ImagePlan& image_plan = chosen.image;
 
-  if (use_images(mode, row_plan, image_plan, p.N)) {
+  if (chosen.images) {
     const Tensor wpack = pack_weights(w, p, image_plan.ob, false);
     std::vector<PositionTaps> taps_by_ob(kMaxOB + 1);
     for (const BlockGroup& grp : block_groups(blocks, image_plan.ob))
@@ -520,7 +593,7 @@ Tensor direct_forward(const Tensor& x, const Tensor& w, const Tensor& bias, cons
     return y;
   }
 
-  const RowPlan& plan = row_plan;
+  const RowPlan& plan = chosen.rows;
   const std::vector<BlockGroup> groups = block_groups(blocks, plan.ob);
   const Tensor wpack = pack_weights(w, p, plan.ob, false);
   TapList taps_by_ob[kMaxOB + 1];
@@ -534,44 +607,43 @@ Tensor direct_forward(const Tensor& x, const Tensor& w, const Tensor& bias, cons
   const int64_t scratch_rows = std::min(rows_used, (band_rows_max - 1) * g.stride_h + (p.KH - 1) * g.dilation_h + 1);
 
   const ImagePrefetcher prefetch(x, static_cast<int64_t>(groups.size()) * ceil_div(band_rows_max, plan.rh));
-  parallel_for(p.N * bands, 1, [&](int64_t begin, int64_t end) {
-    Tensor scratch = Tensor::empty({scratch_rows * lay.row_stride()});
-    for (int64_t u = begin; u < end; ++u) {
-      const int64_t n = u / bands, band = u % bands;
-      const int64_t oh0 = row_tiles * band / bands * plan.rh;
-      const int64_t oh1 = std::min(p.OH, row_tiles * (band + 1) / bands * plan.rh);
-      if (oh0 >= oh1) continue;
-      const int64_t r0 = oh0 * g.stride_h, r1 = (oh1 - 1) * g.stride_h + (p.KH - 1) * g.dilation_h + 1;
-      pack_planar(K, image_of(x, n), lay, r0, r1, scratch.data());
-      int64_t step = 0;
-      for (const BlockGroup& grp : groups) {
-        DirectTileArgs a{};
-        a.in_row_step = g.stride_h * lay.row_stride();
-        a.in_k_stride = lay.channel_stride();
-        a.kdim = p.C;
-        a.w = wpack.data() + grp.first_block * kBlock * p.KH * p.KW * p.C;
-        a.init = bpad.defined() ? bpad.data() + grp.first_block * kBlock : nullptr;
-        a.out_pix_stride = p.O;
-        a.out_row_stride = p.OW * p.O;
-        a.last_block_lanes = grp.first_block + grp.ob == blocks ? last_lanes(p.O) : static_cast<int>(kBlock);
-        for (int64_t oh = oh0; oh < oh1; oh += plan.rh) {
-          if (band == bands - 1) prefetch.step(n + 1, step++);
-          const int64_t rh = std::min<int64_t>(plan.rh, oh1 - oh);
-          std::tie(a.taps, a.ntaps) = reach_rows(taps_by_ob[grp.ob], oh, rh);
-          for_each_span(p.OW, plan.rw, [&](int64_t ow0, int64_t len) {
-            a.in = scratch.data() + (oh * g.stride_h - r0) * lay.row_stride() + ow0;
-            a.out = y.data() + ((n * p.OH + oh) * p.OW + ow0) * p.O + grp.first_block * kBlock;
-            K.tile[grp.ob][rh][len](a);
-          });
-        }
+  float* y_data = y.data();
+  const float* w_data = wpack.data();
+  const float* b_data = bpad.defined() ? bpad.data() : nullptr;
+  for_each_unit(p.N * bands, scratch_rows * lay.row_stride(), [&](int64_t u, float* scratch) {
+    const int64_t n = u / bands, band = u % bands;
+    const int64_t oh0 = row_tiles * band / bands * plan.rh;
+    const int64_t oh1 = std::min(p.OH, row_tiles * (band + 1) / bands * plan.rh);
+    if (oh0 >= oh1) return;
+    const int64_t r0 = oh0 * g.stride_h, r1 = (oh1 - 1) * g.stride_h + (p.KH - 1) * g.dilation_h + 1;
+    pack_planar(K, image_of(x, n), lay, r0, r1, scratch);
+    int64_t step = 0;
+    for (const BlockGroup& grp : groups) {
+      DirectTileArgs a{};
+      a.in_row_step = g.stride_h * lay.row_stride();
+      a.in_k_stride = lay.channel_stride();
+      a.kdim = p.C;
+      a.w = w_data + grp.first_block * kBlock * p.KH * p.KW * p.C;
+      a.init = b_data != nullptr ? b_data + grp.first_block * kBlock : nullptr;
+      a.out_pix_stride = p.O;
+      a.out_row_stride = p.OW * p.O;
+      a.last_block_lanes = grp.first_block + grp.ob == blocks ? last_lanes(p.O) : static_cast<int>(kBlock);
+      for (int64_t oh = oh0; oh < oh1; oh += plan.rh) {
+        if (band == bands - 1) prefetch.step(n + 1, step++);
+        const int64_t rh = std::min<int64_t>(plan.rh, oh1 - oh);
+        std::tie(a.taps, a.ntaps) = reach_rows(taps_by_ob[grp.ob], oh, rh);
+        for_each_span(p.OW, plan.rw, [&](int64_t ow0, int64_t len) {
+          a.in = scratch + (oh * g.stride_h - r0) * lay.row_stride() + ow0;
+          a.out = y_data + ((n * p.OH + oh) * p.OW + ow0) * p.O + grp.first_block * kBlock;
+          K.tile[grp.ob][rh][len](a);
+        });
       }
     }
   });
   return y;
 }
 
-Tensor direct_backward_data(const Tensor& gy, const Tensor& w, const ConvProblem& p, simd::Isa isa,
-                            DirectMode mode) {
+Tensor direct_backward_data(const Tensor& gy, const Tensor& w, const ConvProblem& p, simd::Isa isa, DirectMode mode) {
   const DirectKernels& K = direct_kernels_for(isa);
   const Conv2dGeometry& g = p.g;
   const int64_t sh = g.stride_h, sw = g.stride_w;
@@ -601,7 +673,8 @@ Tensor direct_backward_data(const Tensor& gy, const Tensor& w, const ConvProblem
       for (int64_t kw = 0; kw < p.KW; ++kw) {
         const int64_t tw = rw + g.pad_w - kw * g.dilation_w;
         if (mod(tw, sw) != 0) continue;
-        list.taps.push_back({(th / sh - row_lo) * lay.row_stride() + (tw / sw - col_lo), (kh * p.KW + kw) * p.O * ob * kBlock});
+        list.taps.push_back(
+            {(th / sh - row_lo) * lay.row_stride() + (tw / sw - col_lo), (kh * p.KW + kw) * p.O * ob * kBlock});
         list.shift.push_back(th / sh);
       }
     }
@@ -614,14 +687,6 @@ Tensor direct_backward_data(const Tensor& gy, const Tensor& w, const ConvProblem
       res.taps[1] = residue_taps(rh, rw, 1);
       residues.push_back(std::move(res));
     }
-  std::vector<RowSet> sets;
-  for (const Residue& res : residues) {
-    const TapList* list = &res.taps[1];
-    const int64_t OH = p.OH;
-    sets.push_back({res.rows, res.cols, [list, OH](int64_t r, int64_t rh) { return list->reaching(r, 1, rh, OH).second; }});
-  }
-  const RowPlan row_plan = plan_rows(K, sets, blocks, p.O);
-
   const SourceOf source = [&](int64_t ih, int64_t iw, int64_t kh, int64_t kw, int64_t& oh, int64_t& ow) {
     const int64_t th = ih + g.pad_h - kh * g.dilation_h, tw = iw + g.pad_w - kw * g.dilation_w;
     if (mod(th, sh) != 0 || mod(tw, sw) != 0) return false;
@@ -629,10 +694,23 @@ Tensor direct_backward_data(const Tensor& gy, const Tensor& w, const ConvProblem
     ow = floor_div(tw, sw);
     return oh >= 0 && oh < p.OH && ow >= 0 && ow < p.OW;
   };
-  const ImagePlan image_plan =
-      plan_images(K, taps_per_position(position_taps(p, p.H, p.W, p.OW, p.O, 1, 1, source)), p.N, blocks, p.O);
+  const DirectPlan chosen = cached_plan(1, isa, mode, p, [&] {
+    DirectPlan d;
+    std::vector<RowSet> sets;
+    for (const Residue& res : residues) {
+      const TapList* list = &res.taps[1];
+      const int64_t OH = p.OH;
+      sets.push_back(
+          {res.rows, res.cols, [list, OH](int64_t r, int64_t rh) { return list->reaching(r, 1, rh, OH).second; }});
+    }
+    d.rows = plan_rows(K, sets, blocks, p.O, mode);
+    d.image = plan_images(K, taps_per_position(position_taps(p, p.H, p.W, p.OW, p.O, 1, 1, source)), p.N, blocks, p.O);
+    d.images = use_images(mode, d.rows, d.image, p.N);
+    return d;
+  });
+  const ImagePlan& image_plan = chosen.image;
 
-  if (use_images(mode, row_plan, image_plan, p.N)) {
+  if (chosen.images) {
     const Tensor wpack = pack_weights(w, p, image_plan.ob, true);
     std::vector<PositionTaps> taps_by_ob(kMaxOB + 1);
     for (const BlockGroup& grp : block_groups(blocks, image_plan.ob))
@@ -642,7 +720,7 @@ Tensor direct_backward_data(const Tensor& gy, const Tensor& w, const ConvProblem
     return dx;
   }
 
-  const RowPlan& plan = row_plan;
+  const RowPlan& plan = chosen.rows;
   const std::vector<BlockGroup> groups = block_groups(blocks, plan.ob);
   const Tensor wpack = pack_weights(w, p, plan.ob, true);
   for (Residue& res : residues)
@@ -650,34 +728,32 @@ Tensor direct_backward_data(const Tensor& gy, const Tensor& w, const ConvProblem
       if (grp.ob != 1 && res.taps[grp.ob].taps.empty()) res.taps[grp.ob] = residue_taps(res.rh, res.rw, grp.ob);
 
   const ImagePrefetcher prefetch(gy, static_cast<int64_t>(residues.size() * groups.size()));
-  parallel_for(p.N, 1, [&](int64_t begin, int64_t end) {
-    Tensor scratch = Tensor::empty({packed_rows * lay.row_stride()});
-    for (int64_t n = begin; n < end; ++n) {
-      pack_planar(K, image_of(gy, n), lay, 0, packed_rows, scratch.data());
-      int64_t step = 0;
-      for (const Residue& res : residues) {
-        for (const BlockGroup& grp : groups) {
-          prefetch.step(n + 1, step++);
-          const TapList& list = res.taps[grp.ob];
-          DirectTileArgs a{};
-          a.in_row_step = lay.row_stride();
-          a.in_k_stride = lay.channel_stride();
-          a.kdim = p.O;
-          a.w = wpack.data() + grp.first_block * kBlock * p.KH * p.KW * p.O;
-          a.init = nullptr;
-          a.out_pix_stride = sw * p.C;
-          a.out_row_stride = sh * p.W * p.C;
-          a.last_block_lanes = grp.first_block + grp.ob == blocks ? last_lanes(p.C) : static_cast<int>(kBlock);
-          for (int64_t r = 0; r < res.rows; r += plan.rh) {
-            const int64_t rh = std::min<int64_t>(plan.rh, res.rows - r);
-            std::tie(a.taps, a.ntaps) = list.reaching(r, 1, rh, p.OH);
-            for_each_span(res.cols, plan.rw, [&](int64_t c0, int64_t len) {
-              a.in = scratch.data() + r * lay.row_stride() + c0;
-              a.out = dx.data() + ((n * p.H + res.rh + sh * r) * p.W + res.rw + sw * c0) * p.C +
-                      grp.first_block * kBlock;
-              K.tile[grp.ob][rh][len](a);
-            });
-          }
+  float* dx_data = dx.data();
+  const float* w_data = wpack.data();
+  for_each_unit(p.N, packed_rows * lay.row_stride(), [&](int64_t n, float* scratch) {
+    pack_planar(K, image_of(gy, n), lay, 0, packed_rows, scratch);
+    int64_t step = 0;
+    for (const Residue& res : residues) {
+      for (const BlockGroup& grp : groups) {
+        prefetch.step(n + 1, step++);
+        const TapList& list = res.taps[grp.ob];
+        DirectTileArgs a{};
+        a.in_row_step = lay.row_stride();
+        a.in_k_stride = lay.channel_stride();
+        a.kdim = p.O;
+        a.w = w_data + grp.first_block * kBlock * p.KH * p.KW * p.O;
+        a.init = nullptr;
+        a.out_pix_stride = sw * p.C;
+        a.out_row_stride = sh * p.W * p.C;
+        a.last_block_lanes = grp.first_block + grp.ob == blocks ? last_lanes(p.C) : static_cast<int>(kBlock);
+        for (int64_t r = 0; r < res.rows; r += plan.rh) {
+          const int64_t rh = std::min<int64_t>(plan.rh, res.rows - r);
+          std::tie(a.taps, a.ntaps) = list.reaching(r, 1, rh, p.OH);
+          for_each_span(res.cols, plan.rw, [&](int64_t c0, int64_t len) {
+            a.in = scratch + r * lay.row_stride() + c0;
+            a.out = dx_data + ((n * p.H + res.rh + sh * r) * p.W + res.rw + sw * c0) * p.C + grp.first_block * kBlock;
+            K.tile[grp.ob][rh][len](a);
+          });
         }
       }
     }
@@ -685,8 +761,7 @@ Tensor direct_backward_data(const Tensor& gy, const Tensor& w, const ConvProblem
   return dx;
 }
 
-Tensor direct_backward_weight(const Tensor& gy, const Tensor& x, const ConvProblem& p, simd::Isa isa,
-                              DirectMode mode) {
+Tensor direct_backward_weight(const Tensor& gy, const Tensor& x, const ConvProblem& p, simd::Isa isa, DirectMode mode) {
   const DirectKernels& K = direct_kernels_for(isa);
   const Conv2dGeometry& g = p.g;
   const Tensor gl = gy.channels_last();
@@ -730,61 +805,72 @@ Tensor direct_backward_weight(const Tensor& gy, const Tensor& x, const ConvProbl
   }
   const WgradPlan plan = plan_wgrad(K, segments.front().length, blocks);
   const std::vector<BlockGroup> groups = block_groups(blocks, plan.ob);
-  // Enough images per kernel call to amortise loading and storing the accumulators.
-  const int64_t batch = std::clamp<int64_t>(ceil_div(512, p.OH * p.OW), 1, 64);
+  // Images per kernel call: enough for a few hundred pixels, to amortise loading and storing the
+  // accumulators, but no more than keep one group's slice of grad_y (which every tap and every run
+  // of x values reads again) within about 32 KB, so that it stays in L1.
+  const int64_t gy_slice_bytes = p.OH * p.OW * plan.ob * kBlock * static_cast<int64_t>(sizeof(float));
+  const int64_t batch = std::clamp<int64_t>(std::min(ceil_div(256, p.OH * p.OW), 32768 / gy_slice_bytes), 1, 64);
 
   const int threads = static_cast<int>(std::min<int64_t>(num_threads(), p.N));
   Tensor partial = Tensor::empty({threads, entries * opad});
-  parallel_for(threads, 1, [&](int64_t tbegin, int64_t tend) {
-    Tensor scratch = in_place ? Tensor() : Tensor::empty({batch * image_floats});
-    for (int64_t t = tbegin; t < tend; ++t) {
-      float* acc = partial.data() + t * entries * opad;
-      std::memset(acc, 0, sizeof(float) * entries * opad);
-      const int64_t n_begin = p.N * t / threads, n_end = p.N * (t + 1) / threads;
-      for (int64_t n0 = n_begin; n0 < n_end; n0 += batch) {
-        const int64_t count = std::min(batch, n_end - n0);
-        const float* images = in_place ? x.data() + n0 * image_floats : scratch.data();
-        if (!in_place)
-          for (int64_t i = 0; i < count; ++i)
-            pack_nhwc(image_of(x, n0 + i), g.pad_h, g.pad_w, rows_used, cols_used, scratch.data() + i * image_floats);
+  float* partial_data = partial.data();
+  const float* x_data = x.data();
+  const float* gy_data = gl.data();
+  for_each_unit(threads, in_place ? 0 : batch * image_floats, [&](int64_t t, float* scratch) {
+    float* acc = partial_data + t * entries * opad;
+    std::memset(acc, 0, sizeof(float) * entries * opad);
+    const int64_t n_begin = p.N * t / threads, n_end = p.N * (t + 1) / threads;
+    for (int64_t n0 = n_begin; n0 < n_end; n0 += batch) {
+      const int64_t count = std::min(batch, n_end - n0);
+      const float* images = in_place ? x_data + n0 * image_floats : scratch;
+      if (!in_place)
+        for (int64_t i = 0; i < count; ++i)
+          pack_nhwc(image_of(x, n0 + i), g.pad_h, g.pad_w, rows_used, cols_used, scratch + i * image_floats);
+      for (const BlockGroup& grp : groups)
         for (const Segment& seg : segments) {
           if (seg.oh_begin >= seg.oh_end || seg.ow_begin >= seg.ow_end) continue;
-          for (const BlockGroup& grp : groups)
-            for_each_span(seg.length, plan.rc, [&](int64_t e0, int64_t len) {
-              DirectWgradArgs a{};
-              a.x = images + seg.x_off + e0 + seg.oh_begin * g.stride_h * pitch + seg.ow_begin * g.stride_w * p.C;
-              a.x_col_step = g.stride_w * p.C;
-              a.x_row_step = g.stride_h * pitch;
-              a.x_image_step = image_floats;
-              a.gy = gl.data() + ((n0 * p.OH + seg.oh_begin) * p.OW + seg.ow_begin) * p.O + grp.first_block * kBlock;
-              a.gy_col_step = p.O;
-              a.gy_row_step = p.OW * p.O;
-              a.gy_image_step = p.OH * p.OW * p.O;
-              a.images = count;
-              a.rows = seg.oh_end - seg.oh_begin;
-              a.cols = seg.ow_end - seg.ow_begin;
-              a.acc = acc + (seg.entry + e0) * opad + grp.first_block * kBlock;
-              a.acc_e_stride = opad;
-              a.last_block_lanes = grp.first_block + grp.ob == blocks ? last_lanes(p.O) : static_cast<int>(kBlock);
-              K.wgrad[plan.px][grp.ob][len](a);
-            });
+          for_each_span(seg.length, plan.rc, [&](int64_t e0, int64_t len) {
+            DirectWgradArgs a{};
+            a.x = images + seg.x_off + e0 + seg.oh_begin * g.stride_h * pitch + seg.ow_begin * g.stride_w * p.C;
+            a.x_col_step = g.stride_w * p.C;
+            a.x_row_step = g.stride_h * pitch;
+            a.x_image_step = image_floats;
+            a.gy = gy_data + ((n0 * p.OH + seg.oh_begin) * p.OW + seg.ow_begin) * p.O + grp.first_block * kBlock;
+            a.gy_col_step = p.O;
+            a.gy_row_step = p.OW * p.O;
+            a.gy_image_step = p.OH * p.OW * p.O;
+            a.images = count;
+            a.rows = seg.oh_end - seg.oh_begin;
+            a.cols = seg.ow_end - seg.ow_begin;
+            a.acc = acc + (seg.entry + e0) * opad + grp.first_block * kBlock;
+            a.acc_e_stride = opad;
+            a.last_block_lanes = grp.first_block + grp.ob == blocks ? last_lanes(p.O) : static_cast<int>(kBlock);
+            K.wgrad[plan.px][grp.ob][len](a);
+          });
         }
-      }
     }
   });
 
-  // dw[o][c][kh][kw] = sum over threads, in thread order, of partial[t][(kh, kw, c)][o].
+  // dw[o][c][kh][kw] = sum over threads, in thread order, of partial[t][(kh, kw, c)][o], a block
+  // of 16 output channels at a time (one cache line of each partial row).
   Tensor dw = Tensor::empty(p.w_shape());
   const int64_t taps = p.KH * p.KW;
-  parallel_for(p.O, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t o = begin; o < end; ++o)
+  const float* part = partial_data;
+  float* out = dw.data();
+  parallel_for(blocks, 1, [&](int64_t begin, int64_t end) {
+    float v[kBlock];
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t o0 = b * kBlock, width = std::min(kBlock, p.O - o0);
       for (int64_t c = 0; c < p.C; ++c)
         for (int64_t k = 0; k < taps; ++k) {
-          const int64_t e = k * p.C + c;
-          float s = partial.data()[e * opad + o];
-          for (int t = 1; t < threads; ++t) s += partial.data()[t * entries * opad + e * opad + o];
-          dw.data()[(o * p.C + c) * taps + k] = s;
+          const float* row = part + (k * p.C + c) * opad + o0;
+          for (int64_t l = 0; l < kBlock; ++l) v[l] = row[l];
+          for (int t = 1; t < threads; ++t)
+            for (int64_t l = 0; l < kBlock; ++l) v[l] += row[t * entries * opad + l];
+          float* dst = out + (o0 * p.C + c) * taps + k;
+          for (int64_t l = 0; l < width; ++l) dst[l * p.C * taps] = v[l];
         }
+    }
   });
   return dw;
 }

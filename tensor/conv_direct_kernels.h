@@ -5,7 +5,8 @@
 // Channels come in blocks of 16 (one zmm, or two ymm). A tile kernel computes a register block of
 // OB channel blocks x RH rows x RW pixels:
 //   out[r][j][b*16 + l] = init[b*16 + l]
-//       + sum over taps t, k < kdim of  w[t.w_off + k*OB*16 + b*16 + l] * in[t.in_off + r*in_row_step + j + k*in_k_stride]
+//       + sum over taps t, k < kdim of  w[t.w_off + k*OB*16 + b*16 + l] * in[t.in_off + r*in_row_step + j +
+//       k*in_k_stride]
 // i.e. the input is planar per row (pixels of one channel adjacent), so the RW values of a tap
 // are consecutive floats broadcast one by one, and the weights are packed [tap][k][OB*16].
 // Forward uses it with k = input channel, backward-data with k = output channel.

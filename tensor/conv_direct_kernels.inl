@@ -61,7 +61,9 @@ constexpr int VPB = 16 / L;  // vectors per 16-channel block
 // (or grad_y) and one broadcast register all stay in vector registers (no spills).
 constexpr bool fits(int ob, int pixels) { return (ob * pixels + ob) * VPB + 1 <= kRegisters; }
 // The weight-gradient kernel also keeps its tail masks in vector registers on AVX2.
-constexpr bool fits_wgrad(int ob, int entries) { return fits(ob, entries) && (L == 16 || (ob * entries + ob + 1) * VPB + 1 <= kRegisters); }
+constexpr bool fits_wgrad(int ob, int entries) {
+  return fits(ob, entries) && (L == 16 || (ob * entries + ob + 1) * VPB + 1 <= kRegisters);
+}
 
 // Valid lanes of vector q (0..VPB-1) of a block with `lanes` valid lanes.
 inline int vector_lanes(int lanes, int q) {
@@ -164,19 +166,29 @@ void wgrad_kernel(const DirectWgradArgs& a) {
       for (int v = 0; v < NV; ++v) acc[s][e][v] = vfma(gv[v], xb, acc[s][e][v]);
     }
   };
-  for (int64_t i = 0; i < a.images; ++i)
-    for (int64_t r = 0; r < a.rows; ++r) {
-      const float* x = a.x + i * a.x_image_step + r * a.x_row_step;
-      const float* g = a.gy + i * a.gy_image_step + r * a.gy_row_step;
-      int64_t c = a.cols;
-      for (; c >= PX; c -= PX) {
+  // A run of n pixels `xs` / `gs` apart.
+  auto add_run = [&](const float* x, const float* g, int64_t n, int64_t xs, int64_t gs) __attribute__((always_inline)) {
+    for (; n >= PX; n -= PX) {
 #pragma GCC unroll 2
-        for (int s = 0; s < PX; ++s) add_pixel(s, x + s * a.x_col_step, g + s * a.gy_col_step);
-        x += PX * a.x_col_step;
-        g += PX * a.gy_col_step;
-      }
-      if (PX > 1 && c > 0) add_pixel(0, x, g);
+      for (int s = 0; s < PX; ++s) add_pixel(s, x + s * xs, g + s * gs);
+      x += PX * xs;
+      g += PX * gs;
     }
+    if (PX > 1 && n > 0) add_pixel(0, x, g);
+  };
+  // The innermost run is whichever is longer: a row's columns, or the same pixel across images
+  // (small maps have rows of 2-4 pixels).
+  if (a.cols >= a.images) {
+    for (int64_t i = 0; i < a.images; ++i)
+      for (int64_t r = 0; r < a.rows; ++r)
+        add_run(a.x + i * a.x_image_step + r * a.x_row_step, a.gy + i * a.gy_image_step + r * a.gy_row_step, a.cols,
+                a.x_col_step, a.gy_col_step);
+  } else {
+    for (int64_t r = 0; r < a.rows; ++r)
+      for (int64_t c = 0; c < a.cols; ++c)
+        add_run(a.x + r * a.x_row_step + c * a.x_col_step, a.gy + r * a.gy_row_step + c * a.gy_col_step, a.images,
+                a.x_image_step, a.gy_image_step);
+  }
 #pragma GCC unroll 28
   for (int e = 0; e < RC; ++e)
 #pragma GCC unroll 8
@@ -216,7 +228,8 @@ inline void transpose_partial(const float* s, int64_t ss, int64_t rows, float* d
   for (int64_t r = 0; r < rows; ++r) _mm256_store_ps(block[r], _mm256_loadu_ps(s + r * ss));
   alignas(32) float out[8][8];
   transpose8x8(&block[0][0], 8, &out[0][0], 8);
-  const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rows)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  const __m256i mask =
+      _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rows)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   for (int c = 0; c < 8; ++c) _mm256_maskstore_ps(d + c * ds, mask, _mm256_load_ps(out[c]));
 }
 

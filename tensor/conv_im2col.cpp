@@ -205,8 +205,8 @@ Tensor im2col_backward_weight(const Tensor& gy, const Tensor& x, const ConvProbl
         im2col(xl.data(), p, n0, n1, buf);
         b = buf;
       }
-      gemm(true, false, p.O, K, rows, 1.f, gl.data() + n0 * pixels * p.O, p.O, b, K, 1.f,
-           partial.data() + t * p.O * K, K);
+      gemm(true, false, p.O, K, rows, 1.f, gl.data() + n0 * pixels * p.O, p.O, b, K, 1.f, partial.data() + t * p.O * K,
+           K);
     });
   }
   // dw[o][c][kh][kw] = sum over tasks, in task order, of partial[t][o][(kh, kw)][c].

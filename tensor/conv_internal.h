@@ -6,6 +6,8 @@
 // backward-data results are channels-last; weight gradients are contiguous (O,C,KH,KW).
 #pragma once
 
+#include <array>
+
 #include "tensor/conv.h"
 #include "tensor/simd/kernels.h"
 
@@ -24,6 +26,12 @@ struct ConvProblem {
 
 ConvProblem make_problem(const Shape& x, const Shape& w, const Conv2dGeometry& g);
 
+// A cache key from integers and enums (the backends cache per-problem work in ordered maps).
+template <class... T>
+std::array<int64_t, sizeof...(T)> int64_key(T... values) {
+  return {static_cast<int64_t>(values)...};
+}
+
 Tensor reference_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const ConvProblem& p);
 Tensor reference_backward_data(const Tensor& gy, const Tensor& w, const ConvProblem& p);
 Tensor reference_backward_weight(const Tensor& gy, const Tensor& x, const ConvProblem& p);
@@ -36,10 +44,10 @@ int64_t im2col_chunk_images(const ConvProblem& p);
 
 // The direct kernels for one instruction set (kAvx512 or kAvx2); the dispatcher passes the best
 // the CPU has (or PEEL_ISA's choice), tests pass each in turn. The mode is normally chosen by the
-// cost model; tests force each. For forward and backward-data it is the tiling (rows of one image,
-// or one position across images: the small-map mode); for backward-weights, kImageTiles is the
-// small-map variant too (one run per tap, with exact column ranges).
-enum class DirectMode { kAuto, kRowTiles, kImageTiles };
+// cost model; tests force each. For forward and backward-data it is the tiling (one or two rows of
+// one image, or one position across images: the small-map mode); for backward-weights, kImageTiles
+// is the small-map variant too (one run per tap, with exact column ranges).
+enum class DirectMode { kAuto, kOneRowTiles, kTwoRowTiles, kImageTiles };
 Tensor direct_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const ConvProblem& p, simd::Isa isa,
                       DirectMode mode = DirectMode::kAuto);
 Tensor direct_backward_data(const Tensor& gy, const Tensor& w, const ConvProblem& p, simd::Isa isa,

@@ -11,10 +11,9 @@
 // mutex-guarded map. The thread count is part of the key, since oneDNN sizes its work split when
 // it creates a primitive. Scratchpads are user-managed and come from peel's caching allocator,
 // so concurrent calls never share one.
-#include <dnnl.hpp>
-
 #include <array>
 #include <atomic>
+#include <dnnl.hpp>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -40,18 +39,16 @@ dnnl::engine& cpu_engine() {
 
 struct Cached {
   dnnl::primitive primitive;
-  memory::desc weights;      // the layout the primitive uses for weights (or their gradient)
+  memory::desc weights;  // the layout the primitive uses for weights (or their gradient)
   memory::desc scratchpad;
   bool reorder_weights = false;
-  dnnl::reorder reorder;     // oihw -> weights (forward, backward-data) or weights -> oihw
+  dnnl::reorder reorder;  // oihw -> weights (forward, backward-data) or weights -> oihw
 };
 
-using Key = std::array<int64_t, 15>;
-
-Key key_of(const ConvProblem& p, Direction d) {
+auto key_of(const ConvProblem& p, Direction d) {
   const Conv2dGeometry& g = p.g;
-  return {static_cast<int64_t>(d), num_threads(), p.N, p.C, p.H, p.W, p.O, p.KH, p.KW, g.stride_h, g.stride_w,
-          g.pad_h, g.pad_w, g.dilation_h, g.dilation_w};
+  return int64_key(d, num_threads(), p.N, p.C, p.H, p.W, p.O, p.KH, p.KW, g.stride_h, g.stride_w, g.pad_h, g.pad_w,
+                   g.dilation_h, g.dilation_w);
 }
 
 std::atomic<int64_t> g_created{0};
@@ -87,10 +84,10 @@ dnnl::primitive_attr user_scratchpad() {
 dnnl::convolution_forward::primitive_desc forward_pd(const ConvProblem& p, bool with_bias) {
   const Descs d = descs_of(p);
   using F = dnnl::convolution_forward;
-  const F::desc desc = with_bias ? F::desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, d.src,
-                                           d.weights_any, d.bias, d.dst, d.strides, d.dilates, d.pad_l, d.pad_r)
-                                 : F::desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, d.src,
-                                           d.weights_any, d.dst, d.strides, d.dilates, d.pad_l, d.pad_r);
+  const F::desc desc = with_bias ? F::desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+                                           d.src, d.weights_any, d.bias, d.dst, d.strides, d.dilates, d.pad_l, d.pad_r)
+                                 : F::desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+                                           d.src, d.weights_any, d.dst, d.strides, d.dilates, d.pad_l, d.pad_r);
   return F::primitive_desc(desc, user_scratchpad(), cpu_engine());
 }
 
@@ -133,8 +130,8 @@ std::shared_ptr<const Cached> create(const ConvProblem& p, Direction dir) {
 
 std::shared_ptr<const Cached> lookup(const ConvProblem& p, Direction dir) {
   static std::mutex mutex;
-  static std::map<Key, std::shared_ptr<const Cached>> cache;
-  const Key key = key_of(p, dir);
+  static std::map<decltype(key_of(p, dir)), std::shared_ptr<const Cached>> cache;
+  const auto key = key_of(p, dir);
   std::lock_guard lock(mutex);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
@@ -143,10 +140,11 @@ std::shared_ptr<const Cached> lookup(const ConvProblem& p, Direction dir) {
     cache.emplace(key, c);
     return c;
   } catch (const dnnl::error& e) {
-    PEEL_FAIL("conv onednn: cannot create a primitive for input {}, weights {}, stride ({}, {}), padding ({}, {}), "
-              "dilation ({}, {}): {}",
-              to_string(p.x_shape()), to_string(p.w_shape()), p.g.stride_h, p.g.stride_w, p.g.pad_h, p.g.pad_w,
-              p.g.dilation_h, p.g.dilation_w, e.what());
+    PEEL_FAIL(
+        "conv onednn: cannot create a primitive for input {}, weights {}, stride ({}, {}), padding ({}, {}), "
+        "dilation ({}, {}): {}",
+        to_string(p.x_shape()), to_string(p.w_shape()), p.g.stride_h, p.g.stride_w, p.g.pad_h, p.g.pad_w,
+        p.g.dilation_h, p.g.dilation_w, e.what());
   }
 }
 
@@ -187,16 +185,16 @@ memory weights_for(const Cached& c, const Tensor& w, const ConvProblem& p, Tenso
 int64_t onednn_primitives_created() { return g_created.load(); }
 
 Tensor onednn_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const ConvProblem& p) {
-  const std::shared_ptr<const Cached> cached = lookup(p, bias.defined() ? Direction::kForwardBias : Direction::kForward);
+  const std::shared_ptr<const Cached> cached =
+      lookup(p, bias.defined() ? Direction::kForwardBias : Direction::kForward);
   const Cached& c = *cached;
   const Descs d = descs_of(p);
   const Tensor xl = x.channels_last();
   Tensor y = Tensor::empty_channels_last(p.y_shape());
   Tensor packed_weights;
-  std::unordered_map<int, memory> args{
-      {DNNL_ARG_SRC, memory(d.src, cpu_engine(), const_cast<float*>(xl.data()))},
-      {DNNL_ARG_WEIGHTS, weights_for(c, w, p, packed_weights)},
-      {DNNL_ARG_DST, memory(d.dst, cpu_engine(), y.data())}};
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(d.src, cpu_engine(), const_cast<float*>(xl.data()))},
+                                       {DNNL_ARG_WEIGHTS, weights_for(c, w, p, packed_weights)},
+                                       {DNNL_ARG_DST, memory(d.dst, cpu_engine(), y.data())}};
   if (bias.defined()) args.emplace(DNNL_ARG_BIAS, memory(d.bias, cpu_engine(), const_cast<float*>(bias.data())));
   run(c, args);
   return y;
@@ -209,10 +207,9 @@ Tensor onednn_backward_data(const Tensor& gy, const Tensor& w, const ConvProblem
   const Tensor gl = gy.channels_last();
   Tensor dx = Tensor::empty_channels_last(p.x_shape());
   Tensor packed_weights;
-  std::unordered_map<int, memory> args{
-      {DNNL_ARG_DIFF_DST, memory(d.dst, cpu_engine(), const_cast<float*>(gl.data()))},
-      {DNNL_ARG_WEIGHTS, weights_for(c, w, p, packed_weights)},
-      {DNNL_ARG_DIFF_SRC, memory(d.src, cpu_engine(), dx.data())}};
+  std::unordered_map<int, memory> args{{DNNL_ARG_DIFF_DST, memory(d.dst, cpu_engine(), const_cast<float*>(gl.data()))},
+                                       {DNNL_ARG_WEIGHTS, weights_for(c, w, p, packed_weights)},
+                                       {DNNL_ARG_DIFF_SRC, memory(d.src, cpu_engine(), dx.data())}};
   run(c, args);
   return dx;
 }
@@ -226,10 +223,9 @@ Tensor onednn_backward_weight(const Tensor& gy, const Tensor& x, const ConvProbl
   Tensor dw = Tensor::empty(p.w_shape());
   Tensor packed = c.reorder_weights ? buffer(c.weights.get_size()) : dw;
   memory diff_weights(c.weights, cpu_engine(), packed.data());
-  std::unordered_map<int, memory> args{
-      {DNNL_ARG_SRC, memory(d.src, cpu_engine(), const_cast<float*>(xl.data()))},
-      {DNNL_ARG_DIFF_DST, memory(d.dst, cpu_engine(), const_cast<float*>(gl.data()))},
-      {DNNL_ARG_DIFF_WEIGHTS, diff_weights}};
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(d.src, cpu_engine(), const_cast<float*>(xl.data()))},
+                                       {DNNL_ARG_DIFF_DST, memory(d.dst, cpu_engine(), const_cast<float*>(gl.data()))},
+                                       {DNNL_ARG_DIFF_WEIGHTS, diff_weights}};
   run(c, args);
   if (c.reorder_weights) {
     memory user(d.weights_user, cpu_engine(), dw.data());

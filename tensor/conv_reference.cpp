@@ -14,7 +14,8 @@ namespace {
 struct View4 {
   const float* data;
   int64_t s0, s1, s2, s3;
-  explicit View4(const Tensor& t) : data(t.data()), s0(t.stride(0)), s1(t.stride(1)), s2(t.stride(2)), s3(t.stride(3)) {}
+  explicit View4(const Tensor& t)
+      : data(t.data()), s0(t.stride(0)), s1(t.stride(1)), s2(t.stride(2)), s3(t.stride(3)) {}
   float operator()(int64_t a, int64_t b, int64_t c, int64_t d) const { return data[a * s0 + b * s1 + c * s2 + d * s3]; }
 };
 

@@ -15,6 +15,7 @@
 #include "tensor/ops.h"
 #include "tensor/random.h"
 #include "tensor/simd/kernels.h"
+#include "tensor/storage.h"
 
 using namespace peel;
 using conv_detail::ConvProblem;
@@ -34,33 +35,40 @@ std::string describe(const Case& c) {
 
 const std::vector<Case>& cases() {
   static const std::vector<Case> all = {
-      {2, 3, 9, 11, 5, 3, 3, Conv2dGeometry::square(1, 1)},         // odd sizes, tiny channel counts
-      {2, 17, 8, 8, 20, 3, 3, Conv2dGeometry::square(2, 1)},        // stride 2
-      {1, 5, 10, 7, 33, 1, 1, Conv2dGeometry::square(1, 0)},        // 1x1, batch smaller than threads
-      {3, 4, 12, 13, 7, 3, 3, Conv2dGeometry::square(1, 2, 2)},     // dilation 2
-      {2, 16, 7, 7, 32, 3, 3, Conv2dGeometry::square(1, 1)},        // whole channel blocks
-      {2, 6, 11, 9, 9, 1, 1, Conv2dGeometry::square(2, 0)},         // 1x1 stride 2: skipped pixels
-      {2, 7, 10, 9, 18, 3, 2, Conv2dGeometry{2, 1, 1, 0, 1, 2}},    // non-square everything
-      {5, 1, 14, 14, 16, 3, 3, Conv2dGeometry::square(1, 1)},       // first layer of a CNN
-      {2, 19, 9, 10, 3, 3, 3, Conv2dGeometry::square(2, 0)},        // stride 2, no padding, odd
-      {2, 8, 5, 40, 48, 3, 3, Conv2dGeometry::square(1, 1)},        // wide rows: several column tiles
-      {3, 40, 4, 4, 70, 3, 3, Conv2dGeometry::square(1, 1)},        // small images, many channels
-      {2, 9, 13, 6, 21, 5, 5, Conv2dGeometry{3, 2, 2, 1, 1, 1}},    // 5x5, stride 3 by 2
+      {2, 3, 9, 11, 5, 3, 3, Conv2dGeometry::square(1, 1)},       // odd sizes, tiny channel counts
+      {2, 17, 8, 8, 20, 3, 3, Conv2dGeometry::square(2, 1)},      // stride 2
+      {1, 5, 10, 7, 33, 1, 1, Conv2dGeometry::square(1, 0)},      // 1x1, batch smaller than threads
+      {3, 4, 12, 13, 7, 3, 3, Conv2dGeometry::square(1, 2, 2)},   // dilation 2
+      {2, 16, 7, 7, 32, 3, 3, Conv2dGeometry::square(1, 1)},      // whole channel blocks
+      {2, 6, 11, 9, 9, 1, 1, Conv2dGeometry::square(2, 0)},       // 1x1 stride 2: skipped pixels
+      {2, 7, 10, 9, 18, 3, 2, Conv2dGeometry{2, 1, 1, 0, 1, 2}},  // non-square everything
+      {5, 1, 14, 14, 16, 3, 3, Conv2dGeometry::square(1, 1)},     // first layer of a CNN
+      {2, 19, 9, 10, 3, 3, 3, Conv2dGeometry::square(2, 0)},      // stride 2, no padding, odd
+      {2, 8, 5, 40, 48, 3, 3, Conv2dGeometry::square(1, 1)},      // wide rows: several column tiles
+      {3, 40, 4, 4, 70, 3, 3, Conv2dGeometry::square(1, 1)},      // small images, many channels
+      {2, 9, 13, 6, 21, 5, 5, Conv2dGeometry{3, 2, 2, 1, 1, 1}},  // 5x5, stride 3 by 2
   };
   return all;
 }
 
-enum class Layout { kContiguous, kChannelsLast, kGapped };
+enum class Layout { kContiguous, kChannelsLast, kGapped, kChannelsLastGapped };
 
 // A random (N,C,H,W) tensor in the given memory layout.
 Tensor make_input(const Shape& shape, Layout layout, Generator& gen) {
   switch (layout) {
-    case Layout::kContiguous: return normal(shape, 0.f, 1.f, gen);
-    case Layout::kChannelsLast: return normal(shape, 0.f, 1.f, gen).channels_last();
+    case Layout::kContiguous:
+      return normal(shape, 0.f, 1.f, gen);
+    case Layout::kChannelsLast:
+      return normal(shape, 0.f, 1.f, gen).channels_last();
     case Layout::kGapped: {
       // A view into a wider tensor: no dense layout at all.
       Tensor wide = normal({shape[0], shape[1], shape[2], shape[3] + 3}, 0.f, 1.f, gen);
       return wide.slice(3, 2, shape[3] + 2);
+    }
+    case Layout::kChannelsLastGapped: {
+      // Some channels of a channels-last tensor: channels adjacent, pixels further apart.
+      Tensor wide = normal({shape[0], shape[1] + 5, shape[2], shape[3]}, 0.f, 1.f, gen).channels_last();
+      return wide.slice(1, 2, shape[1] + 2);
     }
   }
   return {};
@@ -106,12 +114,14 @@ struct Backend {
 
 std::vector<Backend> fast_backends() {
   using conv_detail::DirectMode;
-  std::vector<Backend> out = {{"im2col", ConvBackend::kIm2col}, {"onednn", ConvBackend::kOneDnn},
+  std::vector<Backend> out = {{"im2col", ConvBackend::kIm2col},
+                              {"onednn", ConvBackend::kOneDnn},
                               {"direct-default", ConvBackend::kDirect, conv_detail::direct_isa()}};
   for (simd::Isa isa : {simd::Isa::kAvx512, simd::Isa::kAvx2}) {
     if (!simd::cpu_supports(isa)) continue;
     const std::string name = std::string("direct-") + simd::isa_name(isa);
-    out.push_back({name + "-rows", ConvBackend::kDirect, isa, DirectMode::kRowTiles});
+    out.push_back({name + "-one-row", ConvBackend::kDirect, isa, DirectMode::kOneRowTiles});
+    out.push_back({name + "-two-row", ConvBackend::kDirect, isa, DirectMode::kTwoRowTiles});
     out.push_back({name + "-images", ConvBackend::kDirect, isa, DirectMode::kImageTiles});
   }
   return out;
@@ -152,12 +162,18 @@ TEST_P(ConvBackends, MatchReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, ConvBackends,
-                         ::testing::Values(Layout::kContiguous, Layout::kChannelsLast, Layout::kGapped),
+                         ::testing::Values(Layout::kContiguous, Layout::kChannelsLast, Layout::kGapped,
+                                           Layout::kChannelsLastGapped),
                          [](const ::testing::TestParamInfo<Layout>& param_info) {
                            switch (param_info.param) {
-                             case Layout::kContiguous: return std::string("Contiguous");
-                             case Layout::kChannelsLast: return std::string("ChannelsLast");
-                             case Layout::kGapped: return std::string("Gapped");
+                             case Layout::kContiguous:
+                               return std::string("Contiguous");
+                             case Layout::kChannelsLast:
+                               return std::string("ChannelsLast");
+                             case Layout::kGapped:
+                               return std::string("Gapped");
+                             case Layout::kChannelsLastGapped:
+                               return std::string("ChannelsLastGapped");
                            }
                            return std::string("?");
                          });
@@ -178,7 +194,7 @@ TEST(Conv, ReferenceMatchesHandComputedValues) {
 
 TEST(Conv, BiasGradientSumsOverBatchAndPixels) {
   Generator gen(7);
-  for (Layout layout : {Layout::kContiguous, Layout::kChannelsLast, Layout::kGapped}) {
+  for (Layout layout : {Layout::kContiguous, Layout::kChannelsLast, Layout::kGapped, Layout::kChannelsLastGapped}) {
     const Tensor gy = make_input({3, 21, 5, 7}, layout, gen);
     const Tensor db = conv2d_backward_bias(gy);
     ASSERT_EQ(db.shape(), (Shape{21}));
@@ -191,14 +207,42 @@ TEST(Conv, BiasGradientSumsOverBatchAndPixels) {
   }
 }
 
-TEST(Conv, DirectWeightGradientIsDeterministic) {
+TEST(Conv, RepeatedCallsGiveIdenticalBits) {
   Generator gen(9);
   const Tensor x = normal({6, 12, 10, 10}, 0.f, 1.f, gen).channels_last();
+  const Tensor w = normal({20, 12, 3, 3}, 0.f, 1.f, gen);
   const Tensor gy = normal({6, 20, 10, 10}, 0.f, 1.f, gen).channels_last();
   const Conv2dGeometry g = Conv2dGeometry::square(1, 1);
-  const Tensor a = conv2d_backward_weight(gy, x, {20, 12, 3, 3}, g, ConvBackend::kDirect);
-  const Tensor b = conv2d_backward_weight(gy, x, {20, 12, 3, 3}, g, ConvBackend::kDirect);
-  EXPECT_EQ(a.to_vector(), b.to_vector());
+  for (ConvBackend b : {ConvBackend::kIm2col, ConvBackend::kDirect, ConvBackend::kOneDnn}) {
+    SCOPED_TRACE(conv_backend_name(b));
+    EXPECT_EQ(conv2d_forward(x, w, Tensor(), g, b).to_vector(), conv2d_forward(x, w, Tensor(), g, b).to_vector());
+    EXPECT_EQ(conv2d_backward_data(gy, w, x.shape(), g, b).to_vector(),
+              conv2d_backward_data(gy, w, x.shape(), g, b).to_vector());
+    EXPECT_EQ(conv2d_backward_weight(gy, x, w.shape(), g, b).to_vector(),
+              conv2d_backward_weight(gy, x, w.shape(), g, b).to_vector());
+  }
+}
+
+TEST(Conv, RepeatedCallsAllocateNoNewLargeBuffers) {
+  Generator gen(11);
+  const Tensor x = normal({8, 16, 12, 12}, 0.f, 1.f, gen).channels_last();
+  const Tensor w = normal({24, 16, 3, 3}, 0.f, 1.f, gen);
+  const Tensor b = normal({24}, 0.f, 1.f, gen);
+  const Tensor gy = normal({8, 24, 12, 12}, 0.f, 1.f, gen).channels_last();
+  const Conv2dGeometry g = Conv2dGeometry::square(1, 1);
+  for (ConvBackend backend : {ConvBackend::kIm2col, ConvBackend::kDirect, ConvBackend::kOneDnn}) {
+    SCOPED_TRACE(conv_backend_name(backend));
+    auto step = [&] {  // what a training step asks of one layer; results are dropped each time
+      conv2d_forward(x, w, b, g, backend);
+      conv2d_backward_data(gy, w, x.shape(), g, backend);
+      conv2d_backward_weight(gy, x, w.shape(), g, backend);
+    };
+    step();
+    const int64_t before = memory_stats().system_allocations;
+    step();
+    step();
+    EXPECT_EQ(memory_stats().system_allocations, before);
+  }
 }
 
 TEST(Conv, OneDnnCreatesEachPrimitiveOnce) {
@@ -234,7 +278,7 @@ TEST(Conv, MismatchedShapesThrowNamingThem) {
     EXPECT_NE(msg.find("[2, 4, 5, 5]"), std::string::npos) << msg;  // the grad_y given
     EXPECT_NE(msg.find("[2, 4, 6, 6]"), std::string::npos) << msg;  // the output expected
   }
-  EXPECT_THROW(conv2d_forward(x, w_ok, Tensor::zeros({3}), Conv2dGeometry{}), Error);        // bias size
+  EXPECT_THROW(conv2d_forward(x, w_ok, Tensor::zeros({3}), Conv2dGeometry{}), Error);               // bias size
   EXPECT_THROW(conv2d_forward(x, Tensor::zeros({4, 3, 9, 9}), Tensor(), Conv2dGeometry{}), Error);  // too big
 }
 
