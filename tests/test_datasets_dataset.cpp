@@ -1,6 +1,8 @@
 // Data sets in memory: normalisation values, fitting to 32x32, loading from files in the on-disk
 // layout of `peel fetch`, subsets, and the synthetic Gaussian mixture.
 #include <gtest/gtest.h>
+
+#include "tests/temp_files.h"
 #include <unistd.h>
 #include <zlib.h>
 
@@ -19,14 +21,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string t = (fs::temp_directory_path() / "peel-dataset-XXXXXX").string();
-    EXPECT_NE(::mkdtemp(t.data()), nullptr);
-    path = t;
-  }
-  ~TempDir() { fs::remove_all(path); }
+struct TempDir : peel::testing::TempDir {
+  TempDir() : peel::testing::TempDir("peel-dataset") {}
 };
 
 // A miniature MNIST in <dir>/<set>/: n train and m test images of 28x28; image i's pixel p is

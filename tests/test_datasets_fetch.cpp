@@ -2,6 +2,8 @@
 // damage detection, failure reports, mirrors. The actual downloads (official locations, npm) are
 // exercised by running `peel fetch all`; see docs/datasets.md.
 #include <gtest/gtest.h>
+
+#include "tests/temp_files.h"
 #include <unistd.h>
 
 #include <cstdlib>
@@ -24,14 +26,8 @@ std::string data_dir() {
   return env && *env ? std::string(env) : std::string(PEEL_SOURCE_DIR) + "/data";
 }
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string t = (fs::temp_directory_path() / "peel-fetch-XXXXXX").string();
-    EXPECT_NE(::mkdtemp(t.data()), nullptr);
-    path = t;
-  }
-  ~TempDir() { fs::remove_all(path); }
+struct TempDir : peel::testing::TempDir {
+  TempDir() : peel::testing::TempDir("peel-fetch") {}
 };
 
 std::string error_of(const std::function<void()>& f) {

@@ -1,5 +1,7 @@
 // Readers on files with known content, written by the tests into a temporary directory.
 #include <gtest/gtest.h>
+
+#include "tests/temp_files.h"
 #include <unistd.h>
 #include <zlib.h>
 
@@ -19,29 +21,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string t = (fs::temp_directory_path() / "peel-readers-XXXXXX").string();
-    EXPECT_NE(::mkdtemp(t.data()), nullptr);
-    path = t;
-  }
-  ~TempDir() { fs::remove_all(path); }
+struct TempDir : peel::testing::TempDir {
+  TempDir() : peel::testing::TempDir("peel-readers") {}
 };
 
-Bytes gzip_bytes(const Bytes& raw) {
-  z_stream zs{};
-  EXPECT_EQ(deflateInit2(&zs, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY), Z_OK);
-  Bytes out(deflateBound(&zs, raw.size()) + 32);
-  zs.next_in = const_cast<uint8_t*>(raw.data());
-  zs.avail_in = static_cast<uInt>(raw.size());
-  zs.next_out = out.data();
-  zs.avail_out = static_cast<uInt>(out.size());
-  EXPECT_EQ(deflate(&zs, Z_FINISH), Z_STREAM_END);
-  out.resize(zs.total_out);
-  deflateEnd(&zs);
-  return out;
-}
+using peel::testing::gzip_bytes;
 
 // Expects `f` to throw peel::Error whose message contains every string in `parts`.
 template <class F>

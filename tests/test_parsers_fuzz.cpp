@@ -2,6 +2,8 @@
 // peel::Error, never crash, hang or throw anything else. CI runs this under AddressSanitizer and
 // UndefinedBehaviorSanitizer (PEEL_SANITIZE=ON), which turn any out-of-bounds access into a failure.
 #include <gtest/gtest.h>
+
+#include "tests/temp_files.h"
 #include <zlib.h>
 
 #include <functional>
@@ -39,19 +41,7 @@ void feed(const Parser& parse, const Bytes& input, Tally& tally, const std::stri
   }
 }
 
-Bytes gzip_bytes(const Bytes& raw) {
-  z_stream zs{};
-  EXPECT_EQ(deflateInit2(&zs, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY), Z_OK);
-  Bytes out(deflateBound(&zs, raw.size()) + 32);
-  zs.next_in = const_cast<uint8_t*>(raw.data());
-  zs.avail_in = static_cast<uInt>(raw.size());
-  zs.next_out = out.data();
-  zs.avail_out = static_cast<uInt>(out.size());
-  EXPECT_EQ(deflate(&zs, Z_FINISH), Z_STREAM_END);
-  out.resize(zs.total_out);
-  deflateEnd(&zs);
-  return out;
-}
+using peel::testing::gzip_bytes;
 
 // Every prefix of `valid`, then `mutations` copies with 1..8 random bytes changed (biased toward
 // the header, where lengths live), then `randoms` random byte strings of random length.
