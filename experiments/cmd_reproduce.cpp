@@ -25,6 +25,9 @@ void register_reproduce_command(CLI::App& app) {
   cmd->add_option("--threads", c->threads, "Threads (0 = all cores)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--seed", c->seed, "Seed");
   cmd->add_flag("--quiet", c->quiet, "No progress output");
+  cmd->add_option("--stop-after", c->stop_after_epochs,
+                  "Stop the first unfinished run after N epochs, without a report (a smoke test of the set-up)")
+      ->check(CLI::NonNegativeNumber);
   cmd->callback([which, c] {
     if (*which == "minority-collapse")
       reproduce_minority_collapse(*c);

@@ -32,7 +32,7 @@ struct Run {
 };
 
 // Runs a training run unless it already finished (summary.json present); resumes if interrupted.
-json run_once(Run& run, bool quiet) {
+json run_once(Run& run, bool quiet, int64_t stop_after_epochs) {
   const std::string summary_path = run.config.out_dir + "/summary.json";
   if (fs::exists(summary_path)) {
     if (!quiet) fmt::print("{}: already complete, kept\n", run.name);
@@ -40,7 +40,8 @@ json run_once(Run& run, bool quiet) {
   }
   if (!quiet) fmt::print("== {} ({})\n", run.name, run.label);
   run.config.resume = fs::exists(run.config.out_dir + "/checkpoint.peel");
-  return run_training(run.config);
+  run.config.stop_after_epochs = stop_after_epochs;
+  return run_training(run.config);  // empty when stop_after_epochs stopped it
 }
 
 RunMetrics read_run_metrics(const std::string& dir) {
@@ -109,7 +110,11 @@ std::string reproduce_minority_collapse(const ReproduceConfig& rc) {
   std::vector<json> summaries;
   for (Run& run : runs) {
     run.config.out_dir = rc.out_dir + "/runs/" + run.name;
-    summaries.push_back(run_once(run, rc.quiet));
+    summaries.push_back(run_once(run, rc.quiet, rc.stop_after_epochs));
+    if (summaries.back().empty()) {
+      if (!rc.quiet) fmt::print("stopped after {} epoch(s) of {} (--stop-after); no report\n", rc.stop_after_epochs, run.name);
+      return {};
+    }
   }
 
   // The Layer-Peeled Model's prediction on the authors' grid (K = 10, K_A = 5, E_H = 5, E_W = 1),
@@ -237,7 +242,11 @@ std::string reproduce_neural_collapse(const ReproduceConfig& rc) {
   Run run{"balanced", "balanced", c};
   run.config.out_dir = rc.out_dir + "/runs/balanced";
   fs::create_directories(rc.out_dir + "/runs");
-  json summary = run_once(run, rc.quiet);
+  json summary = run_once(run, rc.quiet, rc.stop_after_epochs);
+  if (summary.empty()) {
+    if (!rc.quiet) fmt::print("stopped after {} epoch(s) (--stop-after); no report\n", rc.stop_after_epochs);
+    return {};
+  }
   RunMetrics m = read_run_metrics(run.config.out_dir);
 
   // The terminal phase starts at the first epoch with zero training error.

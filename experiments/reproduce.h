@@ -17,10 +17,12 @@ struct ReproduceConfig {
   int threads = 0;
   uint64_t seed = 666;
   bool quiet = false;
+  int64_t stop_after_epochs = 0;  // > 0: stop the first unfinished run after this many epochs, no report (smoke test)
 };
 
 // Runs what is not yet complete (finished runs are kept; interrupted ones resume), then writes
-// out_dir/report.html. Returns the report's path.
+// out_dir/report.html. Returns the report's path, or an empty string when stop_after_epochs stopped
+// the sweep early.
 std::string reproduce_minority_collapse(const ReproduceConfig& config);
 std::string reproduce_neural_collapse(const ReproduceConfig& config);
 
