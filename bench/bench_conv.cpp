@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "tensor/conv.h"
+#include "tensor/conv/conv.h"
 #include "tensor/random.h"
 #include "tensor/threads.h"
 

@@ -5,7 +5,7 @@
 //
 // square/<n>/{peel,cblas}            n x n x n on all threads
 // im2col/<layer>/<dir>/batch/...     the whole batch as one GEMM (P = 128*OH*OW rows), all threads
-// im2col/<layer>/<dir>/chunk/...     one chunk as conv_im2col.cpp runs it: one OpenBLAS thread
+// im2col/<layer>/<dir>/chunk/...     one chunk as conv/im2col.cpp runs it: one OpenBLAS thread
 // Counter GFLOP/s = 2*m*n*k per call over real time.
 #include <benchmark/benchmark.h>
 #include <cblas.h>
@@ -13,7 +13,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "tensor/conv_internal.h"
+#include "tensor/conv/backends.h"
 #include "tensor/linalg.h"
 #include "tensor/random.h"
 #include "tensor/threads.h"
@@ -80,7 +80,7 @@ int main(int argc, char** argv) {
 
   for (int64_t n = 128; n <= 2048; n *= 2) add("square/" + std::to_string(n), {false, false, n, n, n}, all);
 
-  // small_cnn's 3x3 layers at batch 128 (stride 1, padding 1), in conv_im2col.cpp's terms:
+  // small_cnn's 3x3 layers at batch 128 (stride 1, padding 1), in conv/im2col.cpp's terms:
   //   forward  Y = cols * Wr^T  (P x K)(K x O);  backward-data dcols = dY * Wr  (P x O)(O x K);
   //   backward-weights dWr = dY^T * cols  (O x P)(P x K); K = 9*C.
   struct Layer {

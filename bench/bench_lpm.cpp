@@ -2,7 +2,7 @@
 // 41-point sweep of Fang et al.'s grid (the budget: under 10 s on this machine).
 #include <benchmark/benchmark.h>
 
-#include "experiments/lpm.h"
+#include "experiments/lpm/lpm.h"
 #include "tensor/random.h"
 
 namespace {

@@ -10,7 +10,7 @@
 //     grad_y and argmax and writes grad_x (1/4 + 1/4 + 1): 3.5 input-sized passes in all.
 #include <benchmark/benchmark.h>
 
-#include "tensor/nn_kernels.h"
+#include "tensor/kernels/kernels.h"
 #include "tensor/random.h"
 #include "tensor/threads.h"
 

@@ -4,8 +4,8 @@
 #include <cstring>
 #include <filesystem>
 
-#include "datasets/cifar.h"
-#include "datasets/idx.h"
+#include "datasets/formats/cifar.h"
+#include "datasets/formats/idx.h"
 #include "datasets/synthetic.h"
 #include "tensor/error.h"
 #include "tensor/threads.h"

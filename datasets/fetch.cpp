@@ -11,10 +11,10 @@
 #include <nlohmann/json.hpp>
 #include <ostream>
 
-#include "datasets/cifar.h"
-#include "datasets/fashion_json.h"
+#include "datasets/formats/cifar.h"
+#include "datasets/formats/fashion_json.h"
 #include "datasets/file_io.h"
-#include "datasets/idx.h"
+#include "datasets/formats/idx.h"
 #include "datasets/subprocess.h"
 #include "tensor/error.h"
 

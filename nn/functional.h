@@ -5,8 +5,8 @@
 #include <vector>
 
 #include "autograd/functional.h"
-#include "tensor/conv.h"
-#include "tensor/nn_kernels.h"
+#include "tensor/conv/conv.h"
+#include "tensor/kernels/kernels.h"
 #include "tensor/random.h"
 
 namespace peel::nn {

@@ -1,0 +1,114 @@
+// `peel bench train-step`: the standard training step of shared/reference-models.md (batch of
+// random images and labels, forward, mean cross-entropy, backward, SGD with momentum 0.9 and
+// weight decay 5e-4, train mode), timed after warm-up. The last line is one JSON object.
+#include <fmt/format.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <nlohmann/json.hpp>
+
+#include "experiments/cli/commands.h"
+#include "nn/models.h"
+#include "optim/optimizer.h"
+#include "tensor/conv/conv.h"
+#include "tensor/random.h"
+#include "tensor/threads.h"
+
+namespace peel::cli {
+
+namespace {
+
+struct BenchOptions {
+  std::string model = "small_cnn";
+  double width = 1.0;
+  int64_t batch = 128;
+  int threads = 0;
+  int warmup = 3;
+  int repetitions = 7;
+  int steps = 5;  // per repetition
+  std::string conv_backend;
+};
+
+double peak_rss_mb() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+void run_train_step_bench(const BenchOptions& o) {
+  set_num_threads(o.threads);
+  if (!o.conv_backend.empty()) set_default_conv_backend(parse_conv_backend(o.conv_backend));
+  nn::ModelConfig config;
+  config.name = o.model;
+  config.width = o.width;
+  config.in_channels = o.model == "small_cnn" ? 1 : 3;  // MNIST-like for small_cnn, CIFAR-like otherwise
+  auto model = nn::make_model(config);
+  model->train();
+  const int64_t size = nn::model_image_size(o.model);
+  Generator gen(1);
+  // Random images in channels-last memory (N,H,W,C), the layout the loader delivers.
+  Tensor dense = normal({o.batch, size, size, config.in_channels}, 0.f, 1.f, gen);
+  Tensor images = make_view(dense, {o.batch, config.in_channels, size, size},
+                            {size * size * config.in_channels, 1, size * config.in_channels, config.in_channels}, 0);
+  std::vector<int64_t> labels(static_cast<size_t>(o.batch));
+  for (auto& y : labels) y = gen.randint(config.classes);
+  optim::Sgd sgd({{model->parameters(), 5e-4f, 1.f}}, {.lr = 0.01f, .momentum = 0.9f});
+  ag::Variable input(images);
+
+  auto step = [&] {
+    sgd.zero_grad();
+    ag::Variable loss = nn::cross_entropy(model->forward(input), labels);
+    loss.backward();
+    sgd.step();
+  };
+  for (int i = 0; i < o.warmup; ++i) step();
+  const MemoryStats after_warmup = memory_stats();
+  std::vector<double> rates;
+  for (int r = 0; r < o.repetitions; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int s = 0; s < o.steps; ++s) step();
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    rates.push_back(static_cast<double>(o.batch * o.steps) / seconds);
+    fmt::print("repetition {}: {:.0f} images/s\n", r + 1, rates.back());
+  }
+  const MemoryStats end = memory_stats();
+  std::sort(rates.begin(), rates.end());
+  nlohmann::json out = {
+      {"model", o.model},
+      {"width", o.width},
+      {"batch", o.batch},
+      {"threads", num_threads()},
+      {"conv_backend", conv_backend_name(default_conv_backend())},
+      {"images_per_sec", rates[rates.size() / 2]},
+      {"images_per_sec_min", rates.front()},
+      {"images_per_sec_max", rates.back()},
+      {"peak_rss_mb", peak_rss_mb()},
+      {"parameters", model->parameter_count()},
+      // Large buffers obtained from the system after warm-up: 0 means every step reused cached buffers.
+      {"system_allocations_after_warmup", end.system_allocations - after_warmup.system_allocations},
+      {"small_allocations_after_warmup", end.small_allocations - after_warmup.small_allocations},
+  };
+  fmt::print("{}\n", out.dump());
+}
+
+}  // namespace
+
+void register_bench_command(CLI::App& app) {
+  auto* bench = app.add_subcommand("bench", "Benchmarks");
+  bench->require_subcommand(1);
+  auto* cmd = bench->add_subcommand("train-step", "Time the standard training step of a reference model");
+  auto o = std::make_shared<BenchOptions>();
+  cmd->add_option("--model", o->model, "small_cnn | vgg11 | resnet18 | vgg11_lpm")
+      ->check(CLI::IsMember({"small_cnn", "vgg11", "vgg13", "resnet18", "vgg11_lpm", "vgg13_lpm"}));
+  cmd->add_option("--width", o->width, "Width factor for vgg and resnet")->check(CLI::Range(0.01, 8.0));
+  cmd->add_option("--batch", o->batch, "Batch size")->check(CLI::Range(1, 65536));
+  cmd->add_option("--threads", o->threads, "Threads (0 = all cores)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--warmup", o->warmup, "Untimed steps first")->check(CLI::Range(1, 1000));
+  cmd->add_option("--repetitions", o->repetitions, "Timed repetitions (the median is reported)")->check(CLI::Range(1, 1000));
+  cmd->add_option("--steps", o->steps, "Steps per repetition")->check(CLI::Range(1, 100000));
+  cmd->add_option("--conv-backend", o->conv_backend, "im2col | direct | onednn | reference (default: fastest here)");
+  cmd->callback([o] { run_train_step_bench(*o); });
+}
+
+}  // namespace peel::cli

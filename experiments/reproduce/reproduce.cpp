@@ -1,0 +1,297 @@
+// The two reproductions. Each is a list of training runs (experiments/train.cpp), run one after
+// another into out_dir/runs/<name>/, then a report built from their metrics.csv and summary.json.
+#include "experiments/reproduce/reproduce.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "experiments/lpm/lpm.h"
+#include "experiments/report/plot.h"
+#include "experiments/report/report.h"
+#include "experiments/train.h"
+#include "nn/module.h"
+#include "tensor/error.h"
+
+namespace peel {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+struct Run {
+  std::string name;    // directory under runs/
+  std::string label;   // for legends and tables
+  TrainConfig config;
+};
+
+// Runs a training run unless it already finished (summary.json present); resumes if interrupted.
+json run_once(Run& run, bool quiet, int64_t stop_after_epochs) {
+  const std::string summary_path = run.config.out_dir + "/summary.json";
+  if (fs::exists(summary_path)) {
+    if (!quiet) fmt::print("{}: already complete, kept\n", run.name);
+    return json::parse(std::ifstream(summary_path));
+  }
+  if (!quiet) fmt::print("== {} ({})\n", run.name, run.label);
+  run.config.resume = fs::exists(run.config.out_dir + "/checkpoint.peel");
+  run.config.stop_after_epochs = stop_after_epochs;
+  return run_training(run.config);  // empty when stop_after_epochs stopped it
+}
+
+RunMetrics read_run_metrics(const std::string& dir) {
+  const std::string path = dir + "/metrics.csv";
+  PEEL_CHECK(std::filesystem::exists(path), "{} is missing", path);
+  MetricsTable table = read_metrics_csv(path);
+  RunMetrics m;
+  for (const std::string& name : table.columns) m[name] = table.column(name);
+  return m;
+}
+
+// The recipe both papers share: SGD, batch 128, momentum 0.9, weight decay 5e-4, lr divided by 10
+// at 1/3 and 2/3 of training (epochs 116 and 233 of 350 under --paper).
+TrainConfig shared_recipe(const ReproduceConfig& rc) {
+  TrainConfig c;
+  c.data_dir = rc.data_dir;
+  c.schedule = rc.paper ? "multistep:116,233" : "multistep";
+  c.batch = 128;
+  c.momentum = 0.9f;
+  c.weight_decay = 5e-4f;
+  c.seed = rc.seed;
+  c.threads = rc.threads;
+  c.quiet = rc.quiet;
+  return c;
+}
+
+double value_or_nan(const json& j, const std::string& key) {
+  return j.contains(key) && j[key].is_number() ? j[key].get<double>() : NAN;
+}
+
+}  // namespace
+
+// ---- Minority Collapse (Fang, He, Long, Su 2021) -------------------------------------------------
+
+std::string reproduce_minority_collapse(const ReproduceConfig& rc) {
+  PEEL_CHECK(!rc.out_dir.empty(), "reproduce: --out DIR is required");
+  // The default scale finishes in about half an hour on 2 cores; --paper is the authors' protocol.
+  TrainConfig base = shared_recipe(rc);
+  base.dataset = rc.dataset.empty() ? "fashion-mnist" : rc.dataset;
+  base.model = !rc.model.empty() ? rc.model : rc.paper ? "vgg11_lpm" : "small_cnn";
+  base.majority_classes = 5;
+  base.n_major = rc.n_major > 0 ? rc.n_major : rc.paper ? 6000 : 1000;
+  base.epochs = rc.epochs > 0 ? rc.epochs : rc.paper ? 350 : 70;
+  base.lr = 0.1f;
+  base.metrics_every = rc.paper ? 10 : 5;
+  base.global_mean = "all-samples";  // as the authors' code centres the class means
+
+  const std::vector<double> ratios{1, 10, 100, 1000};
+  std::vector<Run> runs;
+  for (double r : ratios) {
+    Run run{fmt::format("R{:g}", r), fmt::format("R = {:g}", r), base};
+    run.config.ratio = r;
+    runs.push_back(run);
+  }
+  const double r_max = ratios.back();
+  Run oversample{fmt::format("R{:g}-oversample", r_max), fmt::format("R = {:g}, oversampling x{:g}", r_max, r_max), base};
+  oversample.config.ratio = r_max;
+  oversample.config.sampler = "oversample";
+  Run reweight{fmt::format("R{:g}-reweight", r_max), fmt::format("R = {:g}, loss reweighting x{:g}", r_max, r_max), base};
+  reweight.config.ratio = r_max;
+  reweight.config.class_weights = "inverse";
+  runs.push_back(oversample);
+  runs.push_back(reweight);
+
+  fs::create_directories(rc.out_dir + "/runs");
+  std::vector<json> summaries;
+  for (Run& run : runs) {
+    run.config.out_dir = rc.out_dir + "/runs/" + run.name;
+    summaries.push_back(run_once(run, rc.quiet, rc.stop_after_epochs));
+    if (summaries.back().empty()) {
+      if (!rc.quiet) fmt::print("stopped after {} epoch(s) of {} (--stop-after); no report\n", rc.stop_after_epochs, run.name);
+      return {};
+    }
+  }
+
+  // The Layer-Peeled Model's prediction on the authors' grid (K = 10, K_A = 5, E_H = 5, E_W = 1),
+  // without mitigation and with the minority weighted by R_max (what both mitigations do to it).
+  LpmSweepConfig lpm;
+  lpm.problem.classes = 10;
+  lpm.problem.majority = 5;
+  LpmSweep plain_lpm = lpm_sweep(lpm);
+  std::vector<double> lpm_r, lpm_cos, lpm_row_cos;
+  for (const LpmPoint& p : plain_lpm.points) {
+    lpm_r.push_back(p.ratio);
+    lpm_cos.push_back(p.primary().geometry.minority_cosine.mean);
+    lpm_row_cos.push_back(p.primary().geometry.minority_row_cosine.mean);
+  }
+  auto lpm_cosine_at = [&](double r, double weight) {
+    LpmProblem problem = lpm.problem;
+    problem.ratio = r;
+    problem.minority_weight = weight;
+    return solve_lpm(problem, LpmSolver::Sdp).primary().geometry.minority_cosine.mean;
+  };
+
+  // ---- Figures
+  Report report("Minority Collapse, reproduced with peel");
+  report.paragraph(fmt::format(
+      "Fang, He, Long and Su (PNAS 2021): with K<sub>A</sub> = 5 majority classes of n<sub>A</sub> training images "
+      "and 5 minority classes of &lfloor;n<sub>A</sub>/R&rfloor;, the minority classifier rows grow parallel as R grows. "
+      "Scale of these runs: {} on {}, n<sub>A</sub> = {}, {} epochs, batch {}, SGD lr {} (x0.1 at 1/3 and 2/3 of the "
+      "epochs), momentum {}, weight decay {}, seed {}. {}",
+      base.model, base.dataset, base.n_major, base.epochs, base.batch, base.lr, base.momentum, base.weight_decay, base.seed,
+      rc.paper ? "This is the paper's protocol." : "The paper uses n<sub>A</sub> = 6000 and 350 epochs (run with --paper)."));
+
+  std::vector<double> net_r, net_cos, net_cos_std, acc_major, acc_minor;
+  for (size_t i = 0; i < ratios.size(); ++i) {
+    net_r.push_back(ratios[i]);
+    net_cos.push_back(value_or_nan(summaries[i], "minority_cosine"));
+    net_cos_std.push_back(value_or_nan(summaries[i], "minority_cosine_std"));
+    acc_major.push_back(value_or_nan(summaries[i], "test_accuracy_majority"));
+    acc_minor.push_back(value_or_nan(summaries[i], "test_accuracy_minority"));
+  }
+  Plot cos_plot{.title = "Minority Collapse: cosine between minority classifier rows",
+                .x_label = "imbalance ratio R",
+                .y_label = "mean pairwise cosine (minority rows of W)",
+                .log_x = true};
+  cos_plot.y_min = -0.3;
+  cos_plot.y_max = 1.05;
+  cos_plot.series.push_back({"network (no mitigation), mean +- std", net_r, net_cos, "linespoints", net_cos_std});
+  cos_plot.series.push_back({"Layer-Peeled Model (true cosine)", lpm_r, lpm_cos, "lines"});
+  cos_plot.series.push_back({"Layer-Peeled Model (authors' row cosine)", lpm_r, lpm_row_cos, "lines dashtype 2"});
+  const double over_cos = value_or_nan(summaries[4], "minority_cosine"), rew_cos = value_or_nan(summaries[5], "minority_cosine");
+  cos_plot.series.push_back({"network, oversampling", {r_max}, {over_cos}, "points pt 7 ps 1.5"});
+  cos_plot.series.push_back({"network, reweighting", {r_max}, {rew_cos}, "points pt 5 ps 1.5"});
+  const double lpm_mitigated = lpm_cosine_at(r_max, r_max);
+  cos_plot.series.push_back({"LPM with minority weight R", {r_max}, {lpm_mitigated}, "points pt 9 ps 1.5"});
+  report.figure(cos_plot, "The y-axis of the paper's Minority Collapse figures. The model's curve uses the authors' "
+                          "constants (K = 10, K<sub>A</sub> = 5, E<sub>H</sub> = 5, E<sub>W</sub> = 1); the network has its own "
+                          "effective norm budgets, so agreement is expected in shape (rise with R) rather than in value.");
+
+  Plot acc_plot{.title = "Test accuracy against the imbalance ratio", .x_label = "imbalance ratio R",
+                .y_label = "test accuracy", .log_x = true};
+  acc_plot.y_min = 0;
+  acc_plot.y_max = 1.02;
+  acc_plot.series.push_back({"majority classes", net_r, acc_major});
+  acc_plot.series.push_back({"minority classes", net_r, acc_minor});
+  acc_plot.series.push_back({"minority, oversampling", {r_max}, {value_or_nan(summaries[4], "test_accuracy_minority")}, "points pt 7 ps 1.5"});
+  acc_plot.series.push_back({"minority, reweighting", {r_max}, {value_or_nan(summaries[5], "test_accuracy_minority")}, "points pt 5 ps 1.5"});
+  acc_plot.series.push_back({"majority, oversampling", {r_max}, {value_or_nan(summaries[4], "test_accuracy_majority")}, "points pt 6 ps 1.5"});
+  acc_plot.series.push_back({"majority, reweighting", {r_max}, {value_or_nan(summaries[5], "test_accuracy_majority")}, "points pt 4 ps 1.5"});
+  report.figure(acc_plot, "Majority and minority test accuracy on the full, balanced test set.");
+
+  // Collapse metrics against epoch, one line per run.
+  const std::vector<std::pair<std::string, std::string>> nc_panels{
+      {"nc1", "NC1 = Tr(Sigma_W Sigma_B^+)/K"},
+      {"nc2_equinorm_means", "NC2 equinorm (class means)"},
+      {"nc2_maxangle_means", "NC2 mean |cos + 1/(K-1)| (class means)"},
+      {"nc3", "NC3 self-duality"},
+      {"nc4", "NC4 mismatch with nearest class centre"},
+      {"minority_cosine", "minority classifier cosine"}};
+  std::vector<RunMetrics> metrics;
+  for (const Run& run : runs) metrics.push_back(read_run_metrics(run.config.out_dir));
+  for (const auto& [column, title] : nc_panels) {
+    Plot p{.title = title + " against epoch", .x_label = "epoch", .y_label = column,
+           .log_y = column == "nc1" || column == "nc4" || column == "nc3"};
+    for (size_t i = 0; i < runs.size(); ++i) p.series.push_back({runs[i].label, metrics[i]["epoch"], metrics[i][column]});
+    report.figure(p, "");
+  }
+
+  // How far the model is from the network, per R.
+  std::string agreement = "<table><tr><th>R</th><th>network minority cosine</th><th>LPM minority cosine</th><th>difference</th></tr>";
+  for (size_t i = 0; i < ratios.size(); ++i) {
+    const double model_cos = lpm_cosine_at(ratios[i], 1.0);
+    agreement += fmt::format("<tr><td>{:g}</td><td>{:.3f}</td><td>{:.3f}</td><td>{:+.3f}</td></tr>", ratios[i], net_cos[i],
+                             model_cos, net_cos[i] - model_cos);
+  }
+  agreement += fmt::format("<tr><td>{:g}, weight {:g}</td><td>{:.3f} (oversampling), {:.3f} (reweighting)</td><td>{:.3f}</td><td></td></tr></table>",
+                           r_max, r_max, over_cos, rew_cos, lpm_mitigated);
+  report.section("The Layer-Peeled Model beside the network", agreement);
+  if (plain_lpm.collapse_ratio)
+    report.paragraph(fmt::format("In the model, the minority rows collapse (cosine above 1 - 10<sup>-3</sup>) from R = {:.4g} on the "
+                                 "authors' grid.", *plain_lpm.collapse_ratio));
+
+  std::vector<std::string> labels;
+  for (const Run& run : runs) labels.push_back(run.label);
+  report.summary_table(labels, summaries,
+                       {"train_accuracy", "test_accuracy", "test_accuracy_majority", "test_accuracy_minority", "minority_cosine",
+                        "minority_cosine_std", "majority_cosine", "nc1", "nc2_equinorm", "nc2_equiangular", "nc2_maxangle", "nc3",
+                        "nc4", "wall_seconds"});
+  const std::string path = rc.out_dir + "/report.html";
+  report.write(path);
+  if (!rc.quiet) fmt::print("report written to {}\n", path);
+  return path;
+}
+
+// ---- Neural collapse (Papyan, Han, Donoho 2020) --------------------------------------------------
+
+std::string reproduce_neural_collapse(const ReproduceConfig& rc) {
+  PEEL_CHECK(!rc.out_dir.empty(), "reproduce: --out DIR is required");
+  TrainConfig c = shared_recipe(rc);
+  c.dataset = rc.dataset.empty() ? "mnist" : rc.dataset;
+  c.model = !rc.model.empty() ? rc.model : rc.paper ? "resnet18" : "small_cnn";
+  c.n_major = rc.n_major > 0 ? rc.n_major : rc.paper ? 0 : 500;  // balanced subset: n images per class
+  c.epochs = rc.epochs > 0 ? rc.epochs : rc.paper ? 350 : 100;
+  c.lr = rc.paper ? 0.0679f : 0.05f;  // Papyan et al.'s notebook uses 0.0679 for CE
+  c.metrics_every = 1;
+  c.global_mean = "class-means";  // Papyan et al. centre on the mean of the class means
+  Run run{"balanced", "balanced", c};
+  run.config.out_dir = rc.out_dir + "/runs/balanced";
+  fs::create_directories(rc.out_dir + "/runs");
+  json summary = run_once(run, rc.quiet, rc.stop_after_epochs);
+  if (summary.empty()) {
+    if (!rc.quiet) fmt::print("stopped after {} epoch(s) (--stop-after); no report\n", rc.stop_after_epochs);
+    return {};
+  }
+  RunMetrics m = read_run_metrics(run.config.out_dir);
+
+  // The terminal phase starts at the first epoch with zero training error.
+  std::vector<double> tpt;
+  for (size_t i = 0; i < m["epoch"].size(); ++i)
+    if (m["train_accuracy"][i] >= 1.0) {
+      tpt.push_back(m["epoch"][i]);
+      break;
+    }
+
+  Report report("Neural collapse, reproduced with peel");
+  report.paragraph(fmt::format(
+      "Papyan, Han and Donoho (PNAS 2020): trained past zero training error, the penultimate features collapse to their "
+      "class means (NC1), the centred means form a simplex ETF (NC2), the classifier aligns with them (NC3) and the network "
+      "decides like the nearest class centre (NC4). Scale: {} on {}, {} training images per class, {} epochs, batch {}, SGD lr "
+      "{} (x0.1 at 1/3 and 2/3), momentum {}, weight decay {}, seed {}; metrics on the training set every epoch, centred on the "
+      "mean of the class means. {}",
+      c.model, c.dataset, c.n_major > 0 ? std::to_string(c.n_major) : std::string("all"), c.epochs, c.batch, c.lr, c.momentum,
+      c.weight_decay, c.seed,
+      tpt.empty() ? "Training error did not reach zero in this run."
+                  : fmt::format("Training error first reached zero at epoch {:g} (dashed line).", tpt[0])));
+  auto panel = [&](const std::string& title, const std::string& y_label, std::vector<std::pair<std::string, std::string>> cols,
+                   bool log_y) {
+    Plot p{.title = title, .x_label = "epoch", .y_label = y_label, .log_x = true, .log_y = log_y};
+    p.vertical_lines = tpt;
+    p.vertical_label = "zero train error";
+    for (const auto& [col, label] : cols) p.series.push_back({label, m["epoch"], m[col], "lines"});
+    report.figure(p, "");
+  };
+  panel("Accuracy", "accuracy", {{"train_accuracy", "train"}, {"test_accuracy", "test"}}, false);
+  panel("NC1: within-class variability collapse", "Tr(Sigma_W Sigma_B^+)/K", {{"nc1", "NC1"}}, true);
+  panel("NC2: equinorm", "std/mean of norms", {{"nc2_equinorm_means", "class means"}, {"nc2_equinorm_classifier", "classifier rows"}}, true);
+  panel("NC2: equiangularity", "std of pairwise cosines",
+        {{"nc2_equiangular_means", "class means"}, {"nc2_equiangular_classifier", "classifier rows"}}, true);
+  panel("NC2: maximal angle", "mean |cos + 1/(K-1)|", {{"nc2_maxangle_means", "class means"}, {"nc2_maxangle_classifier", "classifier rows"}}, true);
+  panel("NC3: self-duality", "||W/||W|| - M/||M|| ||^2", {{"nc3", "NC3"}}, true);
+  panel("NC4: agreement with nearest class centre", "fraction of mismatches", {{"nc4", "NC4"}}, true);
+  report.summary_table({"balanced"}, {summary},
+                       {"train_accuracy", "test_accuracy", "nc1", "nc2_equinorm_means", "nc2_equinorm_classifier",
+                        "nc2_equiangular_means", "nc2_equiangular_classifier", "nc2_maxangle_means", "nc2_maxangle_classifier", "nc3",
+                        "nc4", "wall_seconds"});
+  const std::string path = rc.out_dir + "/report.html";
+  report.write(path);
+  if (!rc.quiet) fmt::print("report written to {}\n", path);
+  return path;
+}
+
+}  // namespace peel

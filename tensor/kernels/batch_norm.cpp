@@ -1,0 +1,337 @@
+// Batch normalisation over (N, H, W) per channel, forward and backward, on channels-last or NCHW
+// memory. Statistics are accumulated in double around a per-channel shift (the first sample), in
+// fixed blocks whose partial sums are added in a fixed order, so results do not depend on threads.
+#include <algorithm>
+#include <cmath>
+
+#include "tensor/error.h"
+#include "tensor/kernels/kernels.h"
+#include "tensor/kernels/norm_detail.h"
+#include "tensor/threads.h"
+
+namespace peel {
+
+using namespace nn_detail;
+
+namespace {
+
+constexpr int64_t kElementsPerTask = 16384;  // elementwise passes: work per parallel chunk
+
+// Per-channel mean and sum of squared deviations over all N*S positions.
+void batch_moments(const float* x, const ChannelLayout& L, double* mean, double* m2) {
+  const int64_t C = L.C, S = L.S;
+  Tensor hold;
+  if (L.rows) {
+    const int64_t M = L.N * S;
+    const RowBlocking b = row_blocking(M, C);
+    double* s1 = scratch_doubles(hold, 2 * b.row_blocks * C + C);
+    double* s2 = s1 + b.row_blocks * C;
+    double* shift = s2 + b.row_blocks * C;
+    for (int64_t c = 0; c < C; ++c) shift[c] = x[c];
+    parallel_for(b.tasks(), 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t rb = t / b.chunks, c0 = (t % b.chunks) * b.channels_per_chunk;
+        const int64_t c1 = std::min(C, c0 + b.channels_per_chunk);
+        const int64_t r0 = rb * b.rows_per_block, rows = std::min(b.rows_per_block, M - r0);
+        std::fill(s1 + rb * C + c0, s1 + rb * C + c1, 0.0);
+        std::fill(s2 + rb * C + c0, s2 + rb * C + c1, 0.0);
+        rows_shifted_sums(x + r0 * C, rows, C, c0, c1, shift, s1 + rb * C, s2 + rb * C);
+      }
+    });
+    for (int64_t c = 0; c < C; ++c) {
+      double t1 = 0, t2 = 0;
+      for (int64_t rb = 0; rb < b.row_blocks; ++rb) {
+        t1 += s1[rb * C + c];
+        t2 += s2[rb * C + c];
+      }
+      mean[c] = shift[c] + t1 / M;
+      m2[c] = std::max(0.0, t2 - t1 * t1 / M);
+    }
+    return;
+  }
+  // Planes: moments of each (n, c) plane, then combined over n (Chan et al.'s pairwise update).
+  double* part = scratch_doubles(hold, 2 * L.N * C);
+  parallel_for(L.N * C, std::max<int64_t>(1, kElementsPerTask / S), [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const float* xp = x + p * S;
+      double a1, a2;
+      plane_shifted_sums(xp, S, xp[0], a1, a2);
+      part[2 * p] = xp[0] + a1 / S;
+      part[2 * p + 1] = std::max(0.0, a2 - a1 * a1 / S);
+    }
+  });
+  for (int64_t c = 0; c < C; ++c) {
+    double mu = 0;
+    for (int64_t n = 0; n < L.N; ++n) mu += part[2 * (n * C + c)];
+    mu /= L.N;
+    double q = 0;
+    for (int64_t n = 0; n < L.N; ++n) {
+      const double d = part[2 * (n * C + c)] - mu;
+      q += part[2 * (n * C + c) + 1] + S * d * d;
+    }
+    mean[c] = mu;
+    m2[c] = q;
+  }
+}
+
+// Per-channel sg = sum g' and sgx = sum g' * (x - center), g' masked by y when `mask`.
+void batch_grad_sums(const float* g, const float* x, const float* y, bool mask, const ChannelLayout& L,
+                     const double* center, double* sg, double* sgx) {
+  const int64_t C = L.C, S = L.S;
+  Tensor hold;
+  if (L.rows) {
+    const int64_t M = L.N * S;
+    const RowBlocking b = row_blocking(M, C);
+    double* p1 = scratch_doubles(hold, 2 * b.row_blocks * C);
+    double* p2 = p1 + b.row_blocks * C;
+    parallel_for(b.tasks(), 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t rb = t / b.chunks, c0 = (t % b.chunks) * b.channels_per_chunk;
+        const int64_t c1 = std::min(C, c0 + b.channels_per_chunk);
+        const int64_t r0 = rb * b.rows_per_block, rows = std::min(b.rows_per_block, M - r0);
+        std::fill(p1 + rb * C + c0, p1 + rb * C + c1, 0.0);
+        std::fill(p2 + rb * C + c0, p2 + rb * C + c1, 0.0);
+        rows_grad_sums(g + r0 * C, x + r0 * C, mask ? y + r0 * C : nullptr, mask, rows, C, c0, c1, center,
+                       p1 + rb * C, p2 + rb * C);
+      }
+    });
+    for (int64_t c = 0; c < C; ++c) {
+      double t1 = 0, t2 = 0;
+      for (int64_t rb = 0; rb < b.row_blocks; ++rb) {
+        t1 += p1[rb * C + c];
+        t2 += p2[rb * C + c];
+      }
+      sg[c] = t1;
+      sgx[c] = t2;
+    }
+    return;
+  }
+  double* part = scratch_doubles(hold, 2 * L.N * C);
+  parallel_for(L.N * C, std::max<int64_t>(1, kElementsPerTask / S), [&](int64_t q0, int64_t q1) {
+    for (int64_t p = q0; p < q1; ++p) {
+      plane_grad_sums(g + p * S, x + p * S, mask ? y + p * S : nullptr, mask, S, center[p % C], part[2 * p],
+                      part[2 * p + 1]);
+    }
+  });
+  for (int64_t c = 0; c < C; ++c) {
+    double t1 = 0, t2 = 0;
+    for (int64_t n = 0; n < L.N; ++n) {
+      t1 += part[2 * (n * C + c)];
+      t2 += part[2 * (n * C + c) + 1];
+    }
+    sg[c] = t1;
+    sgx[c] = t2;
+  }
+}
+
+// out = relu?((x - center[c]) * scale[c] + shift[c]).
+void apply_affine(const float* x, float* out, const ChannelLayout& L, const AffineCoefficients& k, bool relu) {
+  const int64_t C = L.C, S = L.S;
+  if (L.rows) {
+    parallel_for(L.N * S, std::max<int64_t>(1, kElementsPerTask / C), [&](int64_t r0, int64_t r1) {
+      rows_affine(x + r0 * C, out + r0 * C, r1 - r0, C, k, relu);
+    });
+    return;
+  }
+  parallel_for(L.N * C, std::max<int64_t>(1, kElementsPerTask / S), [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t c = p % C;
+      plane_affine(x + p * S, out + p * S, S, k.center[c], k.a[c], k.b[c], relu);
+    }
+  });
+}
+
+// dx = A[c] * g' + B[c] * (x - center[c]) + K[c].
+void apply_input_grad(const float* g, const float* x, const float* y, bool mask, float* dx, const ChannelLayout& L,
+                      const BackwardCoefficients& k) {
+  const int64_t C = L.C, S = L.S;
+  if (L.rows) {
+    parallel_for(L.N * S, std::max<int64_t>(1, kElementsPerTask / C), [&](int64_t r0, int64_t r1) {
+      rows_input_grad(g + r0 * C, x + r0 * C, mask ? y + r0 * C : nullptr, mask, dx + r0 * C, r1 - r0, C, k);
+    });
+    return;
+  }
+  parallel_for(L.N * C, std::max<int64_t>(1, kElementsPerTask / S), [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t c = p % C;
+      plane_input_grad(g + p * S, x + p * S, mask ? y + p * S : nullptr, mask, dx + p * S, S, k.A[c], k.B[c],
+                       k.center[c], k.K[c]);
+    }
+  });
+}
+
+// The backward shared by train and eval mode: dgamma = inv_std * sgx, dbeta = sg, and
+// dx = A * g' + B * (x - center) + K from the coefficients `make_coefficients` fills.
+template <class MakeCoefficients>
+BatchNormGrads backward_with(const BackwardOperands& o, const Tensor& gamma, bool fuse_relu, const double* center,
+                             const float* inv_std, MakeCoefficients&& make_coefficients) {
+  const int64_t C = o.L.C;
+  Tensor hold_d, hold_f;
+  double* sg = scratch_doubles(hold_d, 2 * C);
+  double* sgx = sg + C;
+  batch_grad_sums(o.g.data(), o.x.data(), fuse_relu ? o.y.data() : nullptr, fuse_relu, o.L, center, sg, sgx);
+
+  float* A = scratch_floats(hold_f, 4 * C);
+  BackwardCoefficients k{A, A + C, A + 2 * C, A + 3 * C};
+  make_coefficients(sg, sgx, A, A + C, A + 2 * C, A + 3 * C);
+
+  BatchNormGrads grads;
+  grads.x = empty_in_layout(o.x.shape(), o.L);
+  apply_input_grad(o.g.data(), o.x.data(), fuse_relu ? o.y.data() : nullptr, fuse_relu, grads.x.data(), o.L, k);
+  if (gamma.defined()) {
+    grads.gamma = Tensor::empty({C});
+    grads.beta = Tensor::empty({C});
+    for (int64_t c = 0; c < C; ++c) {
+      grads.gamma.data()[c] = static_cast<float>(sgx[c] * inv_std[c]);
+      grads.beta.data()[c] = static_cast<float>(sg[c]);
+    }
+  }
+  return grads;
+}
+
+}  // namespace
+
+Tensor batch_norm_train_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                                Tensor& running_var, float momentum, float eps, BatchNormSaved& saved,
+                                bool fuse_relu) {
+  const char* op = "batch_norm_train_forward";
+  const ChannelLayout L = channel_layout(x, op);
+  const int64_t C = L.C, M = L.N * L.S;
+  if (gamma.defined()) check_channel_vector(gamma, C, x, op, "gamma");
+  if (beta.defined()) check_channel_vector(beta, C, x, op, "beta");
+  PEEL_CHECK(running_mean.defined() == running_var.defined(),
+             "{}: running_mean and running_var must both be defined or both undefined", op);
+  if (running_mean.defined()) {
+    check_channel_vector(running_mean, C, x, op, "running_mean");
+    check_channel_vector(running_var, C, x, op, "running_var");
+  }
+  PEEL_CHECK(M > 1, "{}: expected more than 1 value per channel when training, got input shape {}", op,
+             to_string(x.shape()));
+  PEEL_CHECK(eps >= 0.f, "{}: eps must be >= 0, got {}", op, eps);
+
+  const Tensor xc = to_layout(x, L);
+  Tensor hold_d, hold_f;
+  double* mean = scratch_doubles(hold_d, 2 * C);
+  double* m2 = mean + C;
+  batch_moments(xc.data(), L, mean, m2);
+
+  saved.mean = Tensor::empty({C});
+  saved.inv_std = Tensor::empty({C});
+  float* center = scratch_floats(hold_f, 3 * C);
+  float* scale = center + C;
+  float* shift = scale + C;
+  for (int64_t c = 0; c < C; ++c) {
+    const double inv_std = 1.0 / std::sqrt(m2[c] / M + eps);
+    const double a = inv_std * (gamma.defined() ? value_at(gamma, c) : 1.f);
+    center[c] = static_cast<float>(mean[c]);
+    saved.mean.data()[c] = center[c];
+    saved.inv_std.data()[c] = static_cast<float>(inv_std);
+    scale[c] = static_cast<float>(a);
+    // The part of the mean that float `center` could not hold moves into the shift.
+    shift[c] = static_cast<float>((beta.defined() ? value_at(beta, c) : 0.f) - (mean[c] - center[c]) * a);
+  }
+  if (running_mean.defined()) {
+    const double m = momentum;
+    for (int64_t c = 0; c < C; ++c) {
+      float& rm = running_mean.data()[c * running_mean.stride(0)];
+      float& rv = running_var.data()[c * running_var.stride(0)];
+      rm = static_cast<float>((1 - m) * rm + m * mean[c]);
+      rv = static_cast<float>((1 - m) * rv + m * (m2[c] / (M - 1)));
+    }
+  }
+  Tensor y = empty_in_layout(x.shape(), L);
+  apply_affine(xc.data(), y.data(), L, {center, scale, shift}, fuse_relu);
+  return y;
+}
+
+Tensor batch_norm_eval_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                               const Tensor& running_var, float eps, bool fuse_relu) {
+  const char* op = "batch_norm_eval_forward";
+  const ChannelLayout L = channel_layout(x, op);
+  const int64_t C = L.C;
+  if (gamma.defined()) check_channel_vector(gamma, C, x, op, "gamma");
+  if (beta.defined()) check_channel_vector(beta, C, x, op, "beta");
+  PEEL_CHECK(running_mean.defined() && running_var.defined(), "{}: eval mode needs running_mean and running_var",
+             op);
+  check_channel_vector(running_mean, C, x, op, "running_mean");
+  check_channel_vector(running_var, C, x, op, "running_var");
+
+  const Tensor xc = to_layout(x, L);
+  Tensor hold;
+  float* center = scratch_floats(hold, 3 * C);
+  float* scale = center + C;
+  float* shift = scale + C;
+  for (int64_t c = 0; c < C; ++c) {
+    center[c] = value_at(running_mean, c);
+    scale[c] = static_cast<float>((gamma.defined() ? value_at(gamma, c) : 1.f) /
+                                  std::sqrt(static_cast<double>(value_at(running_var, c)) + eps));
+    shift[c] = beta.defined() ? value_at(beta, c) : 0.f;
+  }
+  Tensor y = empty_in_layout(x.shape(), L);
+  apply_affine(xc.data(), y.data(), L, {center, scale, shift}, fuse_relu);
+  return y;
+}
+
+BatchNormGrads batch_norm_train_backward(const Tensor& grad_y, const Tensor& x, const Tensor& gamma,
+                                         const BatchNormSaved& saved, const Tensor& y, bool fuse_relu) {
+  const char* op = "batch_norm_train_backward";
+  const BackwardOperands o = backward_operands(grad_y, x, y, fuse_relu, op);
+  const int64_t C = o.L.C, M = o.L.N * o.L.S;
+  if (gamma.defined()) check_channel_vector(gamma, C, x, op, "gamma");
+  PEEL_CHECK(saved.mean.defined() && saved.inv_std.defined(), "{}: the saved batch statistics are undefined", op);
+  check_channel_vector(saved.mean, C, x, op, "saved.mean");
+  check_channel_vector(saved.inv_std, C, x, op, "saved.inv_std");
+
+  Tensor hold_d, hold_f;
+  double* center = scratch_doubles(hold_d, C);
+  float* inv_std = scratch_floats(hold_f, C);
+  for (int64_t c = 0; c < C; ++c) {
+    center[c] = value_at(saved.mean, c);
+    inv_std[c] = value_at(saved.inv_std, c);
+  }
+  // dx = gamma*inv_std/M * (M g' - sum g' - xhat * sum(g' xhat)), with xhat = (x - mean) inv_std.
+  return backward_with(o, gamma, fuse_relu, center, inv_std,
+                       [&](const double* sg, const double* sgx, float* A, float* B, float* ctr, float* K) {
+                         for (int64_t c = 0; c < C; ++c) {
+                           const double is = inv_std[c];
+                           const double a = (gamma.defined() ? value_at(gamma, c) : 1.f) * is;
+                           A[c] = static_cast<float>(a);
+                           B[c] = static_cast<float>(-a * is * is * sgx[c] / M);
+                           ctr[c] = static_cast<float>(center[c]);
+                           K[c] = static_cast<float>(-a * sg[c] / M);
+                         }
+                       });
+}
+
+BatchNormGrads batch_norm_eval_backward(const Tensor& grad_y, const Tensor& x, const Tensor& gamma,
+                                        const Tensor& running_mean, const Tensor& running_var, float eps,
+                                        const Tensor& y, bool fuse_relu) {
+  const char* op = "batch_norm_eval_backward";
+  const BackwardOperands o = backward_operands(grad_y, x, y, fuse_relu, op);
+  const int64_t C = o.L.C;
+  if (gamma.defined()) check_channel_vector(gamma, C, x, op, "gamma");
+  PEEL_CHECK(running_mean.defined() && running_var.defined(), "{}: eval mode needs running_mean and running_var",
+             op);
+  check_channel_vector(running_mean, C, x, op, "running_mean");
+  check_channel_vector(running_var, C, x, op, "running_var");
+
+  Tensor hold_d, hold_f;
+  double* center = scratch_doubles(hold_d, C);
+  float* inv_std = scratch_floats(hold_f, C);
+  for (int64_t c = 0; c < C; ++c) {
+    center[c] = value_at(running_mean, c);
+    inv_std[c] = static_cast<float>(1.0 / std::sqrt(static_cast<double>(value_at(running_var, c)) + eps));
+  }
+  // The statistics are constants here: dx = gamma * inv_std * g'.
+  return backward_with(o, gamma, fuse_relu, center, inv_std,
+                       [&](const double*, const double*, float* A, float* B, float* ctr, float* K) {
+                         for (int64_t c = 0; c < C; ++c) {
+                           A[c] = (gamma.defined() ? value_at(gamma, c) : 1.f) * inv_std[c];
+                           B[c] = 0.f;
+                           ctr[c] = static_cast<float>(center[c]);
+                           K[c] = 0.f;
+                         }
+                       });
+}
+
+}  // namespace peel

@@ -1,0 +1,81 @@
+// Kernels for the layers around convolutions: pooling and normalisation, forward and backward.
+//
+// Inputs are logical (N,C,H,W) with any strides; outputs keep channels-last memory when the input
+// has it (activations stay in one layout), otherwise they are contiguous. Fast paths run on
+// channels-last and contiguous NCHW memory; other strides are copied to NCHW first. Backward
+// passes take their layout from x (normalisation) or grad_y (pooling). Each kernel is held to a
+// double-precision reference loop and to finite differences in tests/tensor/test_nn_kernels.cpp.
+// Results do not depend on the thread count: reductions use fixed blocks added in a fixed order.
+#pragma once
+
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace peel {
+
+// ---- Pooling --------------------------------------------------------------------------------
+struct Pool2dGeometry {
+  int64_t kernel = 2, stride = 2, padding = 0;
+};
+
+// Max pooling; `argmax` receives, per output element in logical (n, c, oh, ow) order whatever the
+// layout, the flat index h*W+w of the chosen input within its (n, c) plane, for the backward pass.
+// As PyTorch 1.13: padding counts as -inf, ties go to the first maximum, and a NaN wins (the last
+// NaN of a window). Geometry as PyTorch's (ceil_mode off): padding <= kernel/2, else an error.
+Tensor max_pool2d_forward(const Tensor& x, const Pool2dGeometry& g, std::vector<int32_t>& argmax);
+Tensor max_pool2d_backward(const Tensor& grad_y, const std::vector<int32_t>& argmax, const Shape& x_shape);
+// Average pooling (padding counted in the divisor, PyTorch's count_include_pad=True; ceil_mode off).
+Tensor avg_pool2d_forward(const Tensor& x, const Pool2dGeometry& g);
+Tensor avg_pool2d_backward(const Tensor& grad_y, const Shape& x_shape, const Pool2dGeometry& g);
+// (N,C,H,W) -> (N,C): the mean over H and W (summed in double). The backward takes grad_y of shape
+// (N,C) or (N,C,1,1) and returns channels-last memory when asked.
+Tensor global_avg_pool_forward(const Tensor& x);
+Tensor global_avg_pool_backward(const Tensor& grad_y, const Shape& x_shape, bool channels_last);
+
+// ---- Batch normalisation over (N,H,W) per channel (also (N,C) input for BatchNorm1d) ---------
+// x may be (N,C), (N,C,L) or (N,C,H,W). Statistics are accumulated in double.
+struct BatchNormSaved {
+  Tensor mean;     // (C) batch mean
+  Tensor inv_std;  // (C) 1 / sqrt(biased batch variance + eps)
+};
+// Training mode: normalise with batch statistics, then update running statistics in place with
+// PyTorch's convention: running = (1 - momentum) * running + momentum * batch, where the variance
+// that enters the running estimate is the unbiased one (needs N*H*W > 1). gamma/beta may be
+// undefined (no affine); running_mean/running_var may both be undefined (not tracked).
+// When `fuse_relu` is set, the output is relu(bn(x)) (the backward then needs y).
+Tensor batch_norm_train_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                                Tensor& running_var, float momentum, float eps, BatchNormSaved& saved,
+                                bool fuse_relu = false);
+// Eval mode: normalise with the running statistics.
+Tensor batch_norm_eval_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                               const Tensor& running_var, float eps, bool fuse_relu = false);
+struct BatchNormGrads {
+  Tensor x, gamma, beta;  // gamma/beta undefined when not affine
+};
+// Backward of the training-mode forward. y is the forward output (needed only with fuse_relu; the
+// gradient is then masked where y <= 0, as PyTorch's threshold_backward, so a NaN y passes it).
+// dx = gamma*inv_std/M * (M g' - sum g' - xhat * sum(g' xhat)), dgamma = sum(g' xhat),
+// dbeta = sum(g'), over the M = N*H*W values of a channel. The gamma and beta gradients are
+// defined exactly when gamma is.
+BatchNormGrads batch_norm_train_backward(const Tensor& grad_y, const Tensor& x, const Tensor& gamma,
+                                         const BatchNormSaved& saved, const Tensor& y, bool fuse_relu = false);
+// Backward of the eval-mode forward (running statistics are constants): dx = gamma * g' / sqrt(var + eps),
+// dgamma = sum(g' * xhat), dbeta = sum(g'), with g' = grad_y masked by y when `fuse_relu`.
+BatchNormGrads batch_norm_eval_backward(const Tensor& grad_y, const Tensor& x, const Tensor& gamma,
+                                        const Tensor& running_mean, const Tensor& running_var, float eps,
+                                        const Tensor& y, bool fuse_relu = false);
+
+// ---- Group and layer normalisation -------------------------------------------------------------
+// GroupNorm over (C/G, H, W) per (n, group); LayerNorm is GroupNorm's G = 1 case over (C,H,W),
+// or the last axis of an (N, D) input. gamma/beta are per channel and may be undefined. Biased
+// variance, eps inside the square root; the backward's gamma/beta gradients are defined when gamma is.
+struct GroupNormSaved {
+  Tensor mean, inv_std;  // (N, G)
+};
+Tensor group_norm_forward(const Tensor& x, int64_t groups, const Tensor& gamma, const Tensor& beta, float eps,
+                          GroupNormSaved& saved);
+BatchNormGrads group_norm_backward(const Tensor& grad_y, const Tensor& x, int64_t groups, const Tensor& gamma,
+                                   const GroupNormSaved& saved);
+
+}  // namespace peel

@@ -1,0 +1,88 @@
+// Shared pieces of the normalisation kernels (kernels/batch_norm.cpp, kernels/group_norm.cpp): the two memory
+// forms they run on, and the inner loops over them. Internal to tensor/; not part of the API.
+//
+// Every normalisation sees its input as (N, C, S) with S = H*W (1 for an (N, C) input), stored in
+// one of two forms:
+//   rows    element (n, c, s) at (n*S + s)*C + c   channels-last (N,H,W,C) memory, or (N, C)
+//   planes  element (n, c, s) at (n*C + c)*S + s   contiguous NCHW memory
+// Other layouts are copied to the planes form first.
+#pragma once
+
+#include <cstdint>
+
+#include "tensor/tensor.h"
+
+namespace peel::nn_detail {
+
+struct ChannelLayout {
+  bool rows = false;
+  int64_t N = 0, C = 0, S = 1;
+  int64_t numel() const { return N * C * S; }
+};
+
+// The form `x` (2-d or more, axis 1 = channels) is processed in; throws naming `op` for < 2 dims.
+ChannelLayout channel_layout(const Tensor& x, const char* op);
+// `t` (of x's shape) in that form's memory: itself when it already is, otherwise a copy.
+Tensor to_layout(const Tensor& t, const ChannelLayout& L);
+// An uninitialised tensor of `shape` in that form's memory.
+Tensor empty_in_layout(const Shape& shape, const ChannelLayout& L);
+
+// Throws unless t is a (C) vector: "op: name has shape [..] but x has shape [..] (C channels)".
+void check_channel_vector(const Tensor& t, int64_t C, const Tensor& x, const char* op, const char* name);
+inline float value_at(const Tensor& t, int64_t c) { return t.data()[c * t.stride(0)]; }
+
+// The operands of a normalisation backward, checked against x and put in x's memory form
+// (y only when the ReLU mask needs it).
+struct BackwardOperands {
+  ChannelLayout L;
+  Tensor x, g, y;
+};
+BackwardOperands backward_operands(const Tensor& grad_y, const Tensor& x, const Tensor& y, bool need_y,
+                                   const char* op);
+
+// A scratch buffer of n doubles from the caching allocator; `holder` keeps it alive.
+double* scratch_doubles(Tensor& holder, int64_t n);
+float* scratch_floats(Tensor& holder, int64_t n);
+
+// Tasks of rows x channel-chunks for rows-form reductions. The blocking depends only on the
+// shape, so partial sums (and results) are the same for any thread count.
+struct RowBlocking {
+  int64_t rows_per_block, channels_per_chunk, row_blocks, chunks;
+  int64_t tasks() const { return row_blocks * chunks; }
+};
+RowBlocking row_blocking(int64_t rows, int64_t C);
+
+// ---- Inner loops (x rows have leading dimension C; channel range [c0, c1)) -------------------
+// s1[c] += sum_r (x[r,c] - shift[c]);  s2[c] += sum_r (x[r,c] - shift[c])^2
+void rows_shifted_sums(const float* x, int64_t rows, int64_t C, int64_t c0, int64_t c1, const double* shift,
+                       double* s1, double* s2);
+// The same over one plane of S contiguous values with a scalar shift (s1, s2 are set, not added).
+void plane_shifted_sums(const float* x, int64_t S, double shift, double& s1, double& s2);
+
+// The masked gradient g' = (mask && y <= 0) ? 0 : g (ReLU's backward, PyTorch's threshold_backward,
+// which lets a NaN y pass), then sg[c] += sum g', sgx[c] += sum g' * (x - center[c]).
+// y is read only when mask is set.
+void rows_grad_sums(const float* g, const float* x, const float* y, bool mask, int64_t rows, int64_t C, int64_t c0,
+                    int64_t c1, const double* center, double* sg, double* sgx);
+void plane_grad_sums(const float* g, const float* x, const float* y, bool mask, int64_t S, double center, double& sg,
+                     double& sgx);
+
+// out = relu?((x - center) * a + b), per channel (rows form: arrays of C; planes form: scalars).
+// Subtracting a centre near the mean first keeps y accurate when |mean| >> std, where a folded
+// x * a + (b - mean * a) would round the large shift.
+struct AffineCoefficients {
+  const float *center, *a, *b;
+};
+void rows_affine(const float* x, float* out, int64_t rows, int64_t C, const AffineCoefficients& k, bool relu);
+void plane_affine(const float* x, float* out, int64_t S, float center, float a, float b, bool relu);
+
+// dx = A * g' + B * (x - center) + K, per channel coefficients, g' masked as in *_grad_sums.
+struct BackwardCoefficients {
+  const float *A, *B, *center, *K;
+};
+void rows_input_grad(const float* g, const float* x, const float* y, bool mask, float* dx, int64_t rows, int64_t C,
+                     const BackwardCoefficients& k);
+void plane_input_grad(const float* g, const float* x, const float* y, bool mask, float* dx, int64_t S, float A,
+                      float B, float center, float K);
+
+}  // namespace peel::nn_detail

@@ -1,0 +1,107 @@
+// fetch's bookkeeping, without the network: idempotence, adoption of files already in place,
+// damage detection, failure reports, mirrors. The actual downloads (official locations, npm) are
+// exercised by running `peel fetch all`; see docs/datasets.md.
+#include <gtest/gtest.h>
+
+#include "tests/support/temp_files.h"
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <sstream>
+
+#include "datasets/fetch.h"
+#include "datasets/file_io.h"
+#include "tensor/error.h"
+
+using namespace peel;
+using namespace peel::data;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string data_dir() {
+  const char* env = std::getenv("PEEL_DATA");
+  return env && *env ? std::string(env) : std::string(PEEL_SOURCE_DIR) + "/data";
+}
+
+struct TempDir : peel::testing::TempDir {
+  TempDir() : peel::testing::TempDir("peel-fetch") {}
+};
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no exception)";
+}
+
+}  // namespace
+
+TEST(Fetch, AdoptsOfficialMnistFilesWithoutDownloading) {
+  if (!dataset_is_complete("mnist", data_dir())) GTEST_SKIP() << "mnist not fetched into " << data_dir();
+  TempDir dir;
+  fs::create_directories(dir.path / "mnist");
+  for (const char* f : {"train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                        "t10k-labels-idx1-ubyte"})
+    fs::copy_file(fs::path(data_dir()) / "mnist" / f, dir.path / "mnist" / f);
+  const FetchOptions offline{.try_official = false, .try_npm = false};
+  std::ostringstream log;
+  fetch_dataset("mnist", dir.path.string(), log, offline);
+  EXPECT_TRUE(dataset_is_complete("mnist", dir.path.string())) << log.str();
+  fetch_dataset("mnist", dir.path.string(), log, offline);
+  EXPECT_NE(log.str().find("up to date"), std::string::npos) << log.str();
+
+  // A damaged file makes the set incomplete; with no source to repair it from, fetch fails and
+  // says what it tried, leaving the incomplete set recognisable as such.
+  const std::string labels = (dir.path / "mnist" / "t10k-labels-idx1-ubyte").string();
+  Bytes bytes = read_file(labels);
+  bytes[100] ^= 1;
+  write_file_atomic(labels, bytes);
+  EXPECT_FALSE(dataset_is_complete("mnist", dir.path.string()));
+  EXPECT_THROW(fetch_dataset("mnist", dir.path.string(), log, offline), Error);
+  EXPECT_FALSE(dataset_is_complete("mnist", dir.path.string()));
+}
+
+TEST(Fetch, NamesAndDefaults) {
+  std::ostringstream log;
+  EXPECT_THROW(fetch_dataset("imagenet", "unused", log), Error);
+  TempDir dir;
+  const std::string error =
+      error_of([&] { fetch_dataset("fashion-mnist", dir.path.string(), log, {.try_official = false, .try_npm = false}); });
+  EXPECT_NE(error.find("every source failed"), std::string::npos) << error;
+  EXPECT_FALSE(dataset_is_complete("fashion-mnist", dir.path.string()));
+  EXPECT_EQ(fetchable_datasets(), (std::vector<std::string>{"mnist", "fashion-mnist", "cifar10"}));
+  const char* saved = std::getenv("PEEL_DATA");
+  const std::string keep = saved ? saved : "";
+  ::setenv("PEEL_DATA", "/somewhere/else", 1);
+  EXPECT_EQ(default_data_dir(), "/somewhere/else");
+  ::unsetenv("PEEL_DATA");
+  EXPECT_EQ(default_data_dir(), "data");
+  if (saved) ::setenv("PEEL_DATA", keep.c_str(), 1);
+}
+
+TEST(Fetch, MirrorWithWrongFilesIsRejectedBySum) {
+  TempDir mirror, dir;
+  write_file_atomic((mirror.path / "cifar-10-binary.tar.gz").string(), std::string("not the CIFAR-10 archive"));
+  // try_official = false: only the mirror is tried, so the test never touches the network.
+  FetchOptions options{.try_official = false, .try_npm = false};
+  options.extra_mirrors = {"file://" + mirror.path.string()};
+  std::ostringstream log;
+  const std::string error = error_of([&] { fetch_dataset("cifar10", dir.path.string(), log, options); });
+  EXPECT_NE(error.find("file://" + mirror.path.string() + "/cifar-10-binary.tar.gz"), std::string::npos) << error;
+  EXPECT_NE(error.find("differs from the published c4a38c50"), std::string::npos) << error;
+  EXPECT_FALSE(fs::exists(dir.path / "cifar10" / "manifest.json"));
+  // Nothing is left behind: no archive, no staging directory.
+  int entries = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir.path / "cifar10")) ++entries;
+  EXPECT_EQ(entries, 0);
+
+  // A mirror without the file: the downloader's error is reported for that URL.
+  options.extra_mirrors = {"file://" + (mirror.path / "empty").string()};
+  const std::string missing = error_of([&] { fetch_dataset("mnist", dir.path.string(), log, options); });
+  EXPECT_NE(missing.find("empty/train-images-idx3-ubyte.gz"), std::string::npos) << missing;
+}
