@@ -19,7 +19,7 @@ Variable exp(const Variable& x);
 Variable log(const Variable& x);
 Variable sqrt(const Variable& x);
 Variable rsqrt(const Variable& x);
-Variable abs(const Variable& x);  // gradient sign(x), 0 at 0
+Variable abs(const Variable& x);   // gradient sign(x), 0 at 0
 Variable relu(const Variable& x);  // gradient 0 at 0, as in PyTorch
 Variable sigmoid(const Variable& x);
 Variable tanh(const Variable& x);

@@ -13,7 +13,7 @@ struct GradcheckOptions {
   float eps = 1e-3f;   // finite-difference step
   float rtol = 1e-2f;  // float32 central differences are good to about 1e-3 relative
   float atol = 1e-3f;
-  uint64_t seed = 0;   // for the random projection of a non-scalar output
+  uint64_t seed = 0;  // for the random projection of a non-scalar output
 };
 
 struct GradcheckResult {

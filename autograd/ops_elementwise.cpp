@@ -26,11 +26,11 @@ Variable sub(const Variable& a, const Variable& b) {
 
 Variable mul(const Variable& a, const Variable& b) {
   // d(ab)/da = b, d(ab)/db = a
-  return make_result(peel::mul(a.value(), b.value()), {a, b}, "mul",
-                     [av = a.value(), bv = b.value()](const Tensor& g, const std::vector<bool>& need) {
-                       return Grads{need[0] ? sum_to(g * bv, av.shape()) : Tensor(),
-                                    need[1] ? sum_to(g * av, bv.shape()) : Tensor()};
-                     });
+  return make_result(
+      peel::mul(a.value(), b.value()), {a, b}, "mul",
+      [av = a.value(), bv = b.value()](const Tensor& g, const std::vector<bool>& need) {
+        return Grads{need[0] ? sum_to(g * bv, av.shape()) : Tensor(), need[1] ? sum_to(g * av, bv.shape()) : Tensor()};
+      });
 }
 
 Variable div(const Variable& a, const Variable& b) {
@@ -77,15 +77,13 @@ Variable log(const Variable& x) {
 
 Variable sqrt(const Variable& x) {
   Tensor y = peel::sqrt(x.value());  // d sqrt(x) = 1 / (2 sqrt(x))
-  return make_result(y, {x}, "sqrt",
-                     [y](const Tensor& g, const std::vector<bool>&) { return Grads{g / (2.f * y)}; });
+  return make_result(y, {x}, "sqrt", [y](const Tensor& g, const std::vector<bool>&) { return Grads{g / (2.f * y)}; });
 }
 
 Variable rsqrt(const Variable& x) {
   Tensor y = peel::rsqrt(x.value());  // d x^{-1/2} = -1/2 x^{-3/2} = -1/2 y^3
-  return make_result(y, {x}, "rsqrt", [y](const Tensor& g, const std::vector<bool>&) {
-    return Grads{g * peel::pow(y, 3.f) * -0.5f};
-  });
+  return make_result(y, {x}, "rsqrt",
+                     [y](const Tensor& g, const std::vector<bool>&) { return Grads{g * peel::pow(y, 3.f) * -0.5f}; });
 }
 
 Variable abs(const Variable& x) {
@@ -118,9 +116,9 @@ Variable square(const Variable& x) {
 }
 
 Variable pow(const Variable& x, float p) {
-  return make_result(peel::pow(x.value(), p), {x}, "pow", [xv = x.value(), p](const Tensor& g, const std::vector<bool>&) {
-    return Grads{g * peel::pow(xv, p - 1.f) * p};
-  });
+  return make_result(
+      peel::pow(x.value(), p), {x}, "pow",
+      [xv = x.value(), p](const Tensor& g, const std::vector<bool>&) { return Grads{g * peel::pow(xv, p - 1.f) * p}; });
 }
 
 Variable clamp(const Variable& x, float lo, float hi) {

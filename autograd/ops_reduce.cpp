@@ -67,10 +67,11 @@ Variable min(const Variable& x, const Axes& axes, bool keepdim) { return extreme
 Variable logsumexp(const Variable& x, const Axes& axes, bool keepdim) {
   // d lse / dx = softmax(x) over the reduced axes
   Tensor y = peel::logsumexp(x.value(), axes, keepdim);
-  return make_result(y, {x}, "logsumexp", [xv = x.value(), y, axes, keepdim](const Tensor& g, const std::vector<bool>&) {
-    Tensor p = peel::exp(xv - restore_reduced_axes(y, xv.shape(), axes, keepdim));
-    return Grads{p * restore_reduced_axes(g, xv.shape(), axes, keepdim)};
-  });
+  return make_result(y, {x}, "logsumexp",
+                     [xv = x.value(), y, axes, keepdim](const Tensor& g, const std::vector<bool>&) {
+                       Tensor p = peel::exp(xv - restore_reduced_axes(y, xv.shape(), axes, keepdim));
+                       return Grads{p * restore_reduced_axes(g, xv.shape(), axes, keepdim)};
+                     });
 }
 
 Variable softmax(const Variable& x, int64_t axis) {

@@ -1,7 +1,7 @@
 // Views and shape ops: the backward of a view undoes it on the gradient.
 #include "autograd/functional.h"
-#include "tensor/linalg.h"
 #include "tensor/error.h"
+#include "tensor/linalg.h"
 
 namespace peel::ag {
 
@@ -30,12 +30,13 @@ Variable transpose(const Variable& x, int64_t a, int64_t b) {
 
 Variable slice(const Variable& x, int64_t axis, int64_t start, int64_t end, int64_t step) {
   Tensor y = x.value().slice(axis, start, end, step);
-  return make_result(y, {x}, "slice", [in = x.shape(), axis, start, end, step](const Tensor& g, const std::vector<bool>&) {
-    Tensor gx = Tensor::zeros(in);
-    Tensor window = gx.slice(axis, start, end, step);
-    window.copy_(g);
-    return Grads{gx};
-  });
+  return make_result(y, {x}, "slice",
+                     [in = x.shape(), axis, start, end, step](const Tensor& g, const std::vector<bool>&) {
+                       Tensor gx = Tensor::zeros(in);
+                       Tensor window = gx.slice(axis, start, end, step);
+                       window.copy_(g);
+                       return Grads{gx};
+                     });
 }
 
 Variable select(const Variable& x, int64_t axis, int64_t index) {

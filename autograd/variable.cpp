@@ -31,8 +31,7 @@ VariableState::~VariableState() {
   }
 }
 
-Variable::Variable(Tensor value, bool requires_grad, std::string name)
-    : state_(std::make_shared<VariableState>()) {
+Variable::Variable(Tensor value, bool requires_grad, std::string name) : state_(std::make_shared<VariableState>()) {
   state_->value = std::move(value);
   state_->requires_grad = requires_grad;
   state_->name = std::move(name);
@@ -73,8 +72,8 @@ Variable make_result(Tensor value, std::vector<Variable> inputs, const char* op,
 
 void Variable::backward() const {
   PEEL_CHECK(defined(), "backward: undefined variable");
-  PEEL_CHECK(numel() == 1, "backward: needs a one-element value or an explicit gradient; '{}' has shape {}",
-             name(), to_string(shape()));
+  PEEL_CHECK(numel() == 1, "backward: needs a one-element value or an explicit gradient; '{}' has shape {}", name(),
+             to_string(shape()));
   backward(Tensor::ones(shape()));
 }
 
@@ -124,8 +123,8 @@ void Variable::backward(const Tensor& upstream) const {
     PEEL_CHECK(node.backward, "backward: the graph through '{}' was already freed by an earlier backward", node.op);
     Grads grads = node.backward(g, node.needs_grad);
     node.backward = nullptr;  // frees the tensors the op saved
-    PEEL_CHECK(grads.size() == node.needs_grad.size(), "backward of {}: returned {} gradients for {} inputs",
-               node.op, grads.size(), node.needs_grad.size());
+    PEEL_CHECK(grads.size() == node.needs_grad.size(), "backward of {}: returned {} gradients for {} inputs", node.op,
+               grads.size(), node.needs_grad.size());
     for (size_t i = 0; i < grads.size(); ++i) {
       if (node.slot[i] < 0 || !grads[i].defined()) continue;
       VariableState* input = node.inputs[static_cast<size_t>(node.slot[i])].get();

@@ -73,11 +73,11 @@ using Grads = std::vector<Tensor>;
 using BackwardFn = std::function<Grads(const Tensor& grad_output, const std::vector<bool>& needs_grad)>;
 
 struct Node {
-  const char* op;                                     // e.g. "matmul"
+  const char* op;                                      // e.g. "matmul"
   std::vector<std::shared_ptr<VariableState>> inputs;  // only inputs that require a gradient
-  std::vector<bool> needs_grad;                       // per original input position
-  std::vector<int> slot;                              // per original input: index into inputs or -1
-  BackwardFn backward;                                // empty once consumed
+  std::vector<bool> needs_grad;                        // per original input position
+  std::vector<int> slot;                               // per original input: index into inputs or -1
+  BackwardFn backward;                                 // empty once consumed
   Shape output_shape;
 };
 

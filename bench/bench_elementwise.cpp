@@ -28,8 +28,9 @@ Tensor random_tensor(int64_t n, uint64_t seed) {
 }
 
 void set_bytes(benchmark::State& state, int64_t bytes_per_iteration) {
-  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(bytes_per_iteration) * static_cast<double>(state.iterations()),
-                                              benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+  state.counters["GB/s"] =
+      benchmark::Counter(static_cast<double>(bytes_per_iteration) * static_cast<double>(state.iterations()),
+                         benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
   state.counters["threads"] = num_threads();
 }
 

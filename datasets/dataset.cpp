@@ -30,9 +30,10 @@ std::vector<std::string> digit_names(int64_t k) {
 std::string find_idx(const fs::path& dir, const std::string& file, const std::string& set) {
   if (fs::exists(dir / file)) return (dir / file).string();
   if (fs::exists(dir / (file + ".gz"))) return (dir / (file + ".gz")).string();
-  PEEL_FAIL("{}: {} not found; fetch it with `peel fetch {}` (the data directory is --data, or PEEL_DATA, "
-            "default data/)",
-            set, (dir / file).string(), set);
+  PEEL_FAIL(
+      "{}: {} not found; fetch it with `peel fetch {}` (the data directory is --data, or PEEL_DATA, "
+      "default data/)",
+      set, (dir / file).string(), set);
 }
 
 RawImages keep_first(RawImages raw, int64_t limit) {
@@ -45,8 +46,8 @@ RawImages keep_first(RawImages raw, int64_t limit) {
 
 RawImages fit_to_32(RawImages raw, Fit32 fit, const std::string& set) {
   if (fit == Fit32::none || (raw.height == 32 && raw.width == 32)) return raw;
-  PEEL_CHECK(raw.height == 28 && raw.width == 28, "{}: fitting to 32x32 needs 28x28 images, got {}x{}", set,
-             raw.height, raw.width);
+  PEEL_CHECK(raw.height == 28 && raw.width == 28, "{}: fitting to 32x32 needs 28x28 images, got {}x{}", set, raw.height,
+             raw.width);
   return fit == Fit32::pad ? pad_images(raw, 2) : resize_bilinear(raw, 32, 32);
 }
 
@@ -217,8 +218,7 @@ Dataset pad_images(const Dataset& data, int64_t pad) {
   for (int64_t p = 0; p < n * C; ++p) {
     const float fill = data.padding_value.empty() ? 0.f : data.padding_value[p % C];
     std::fill_n(dst + p * HO * WO, HO * WO, fill);
-    for (int64_t y = 0; y < H; ++y)
-      std::copy_n(in + (p * H + y) * W, W, dst + p * HO * WO + (y + pad) * WO + pad);
+    for (int64_t y = 0; y < H; ++y) std::copy_n(in + (p * H + y) * W, W, dst + p * HO * WO + (y + pad) * WO + pad);
   }
   return out;
 }
@@ -227,8 +227,7 @@ std::vector<std::vector<int64_t>> indices_by_class(const std::vector<int64_t>& l
   std::vector<std::vector<int64_t>> by_class(static_cast<size_t>(num_classes));
   for (int64_t i = 0; i < static_cast<int64_t>(labels.size()); ++i) {
     const int64_t y = labels[i];
-    PEEL_CHECK(y >= 0 && y < num_classes, "indices_by_class: label {} at index {} outside [0, {})", y, i,
-               num_classes);
+    PEEL_CHECK(y >= 0 && y < num_classes, "indices_by_class: label {} at index {} outside [0, {})", y, i, num_classes);
     by_class[y].push_back(i);
   }
   return by_class;

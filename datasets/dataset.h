@@ -40,20 +40,20 @@ struct SyntheticOptions {
 };
 
 struct LoadOptions {
-  Fit32 fit32 = Fit32::none;  // for 28x28 sets (no-op on 32x32 images)
-  bool normalize = true;      // false: x = p / 255
-  int64_t limit = 0;          // > 0: keep only the first `limit` images of the split (quick runs)
+  Fit32 fit32 = Fit32::none;     // for 28x28 sets (no-op on 32x32 images)
+  bool normalize = true;         // false: x = p / 255
+  int64_t limit = 0;             // > 0: keep only the first `limit` images of the split (quick runs)
   SyntheticOptions synthetic{};  // used when the name is "synthetic"
 };
 
 struct Dataset {
-  std::string name;   // mnist, fashion-mnist, cifar10, synthetic
-  std::string split;  // train, test
-  Tensor images;      // (N, C, H, W) float32, row-major contiguous
+  std::string name;             // mnist, fashion-mnist, cifar10, synthetic
+  std::string split;            // train, test
+  Tensor images;                // (N, C, H, W) float32, row-major contiguous
   std::vector<int64_t> labels;  // N labels in [0, num_classes)
   int64_t num_classes = 0;
   std::vector<std::string> class_names;
-  std::vector<float> mean, std;     // per channel, as applied; empty when no normalisation was applied
+  std::vector<float> mean, std;      // per channel, as applied; empty when no normalisation was applied
   std::vector<float> padding_value;  // per channel: the value of a 0 pixel (fill for padding and crops)
 
   int64_t size() const { return static_cast<int64_t>(labels.size()); }

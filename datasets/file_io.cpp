@@ -47,7 +47,7 @@ std::string to_hex(const unsigned char* digest, unsigned length) {
 Bytes read_file(const std::string& path) {
   Fd f{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
   PEEL_CHECK(f.fd >= 0, "cannot open {}: {}", path, std::strerror(errno));
-  struct stat st{};
+  struct stat st {};
   PEEL_CHECK(::fstat(f.fd, &st) == 0, "cannot stat {}: {}", path, std::strerror(errno));
   PEEL_CHECK(S_ISREG(st.st_mode), "{} is not a regular file", path);
   Bytes bytes(static_cast<size_t>(st.st_size));
@@ -62,9 +62,7 @@ Bytes read_file(const std::string& path) {
   return bytes;
 }
 
-bool is_gzip(std::span<const uint8_t> bytes) {
-  return bytes.size() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b;
-}
+bool is_gzip(std::span<const uint8_t> bytes) { return bytes.size() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b; }
 
 Bytes gunzip(std::span<const uint8_t> compressed, const std::string& name, int64_t max_bytes) {
   PEEL_CHECK(is_gzip(compressed), "{}: not a gzip stream (no 1f 8b magic at byte offset 0)", name);
@@ -110,8 +108,8 @@ Bytes gunzip(std::span<const uint8_t> compressed, const std::string& name, int64
       continue;
     }
     if (rc == Z_BUF_ERROR && zs.avail_in == 0) {
-      PEEL_FAIL("{}: gzip stream truncated at compressed byte offset {} ({} bytes decoded)", name,
-                in_pos + zs.total_in, out.size());
+      PEEL_FAIL("{}: gzip stream truncated at compressed byte offset {} ({} bytes decoded)", name, in_pos + zs.total_in,
+                out.size());
     }
     PEEL_CHECK(rc == Z_OK || rc == Z_BUF_ERROR, "{}: corrupt gzip data near compressed byte offset {}: {}", name,
                in_pos + zs.total_in, zs.msg ? zs.msg : "zlib error");

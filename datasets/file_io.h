@@ -25,8 +25,7 @@ bool is_gzip(std::span<const uint8_t> bytes);
 
 // Decodes a gzip stream (one or more members). `name` is used in errors, which give the offset in
 // the compressed stream. Throws when the output would exceed `max_bytes`.
-Bytes gunzip(std::span<const uint8_t> compressed, const std::string& name,
-             int64_t max_bytes = kMaxDecodedBytes);
+Bytes gunzip(std::span<const uint8_t> compressed, const std::string& name, int64_t max_bytes = kMaxDecodedBytes);
 
 // The file's bytes, gzip-decoded when they start with the gzip magic (whatever the file's name).
 Bytes read_maybe_gzip(const std::string& path);

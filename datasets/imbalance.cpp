@@ -15,8 +15,7 @@ int64_t minority_count(int64_t n_majority, double ratio) {
   return static_cast<int64_t>(std::floor(static_cast<double>(n_majority) / ratio));
 }
 
-StepImbalance step_imbalance(const std::vector<int64_t>& labels, int64_t num_classes,
-                             const StepImbalanceOptions& o) {
+StepImbalance step_imbalance(const std::vector<int64_t>& labels, int64_t num_classes, const StepImbalanceOptions& o) {
   PEEL_CHECK(o.majority_classes >= 1 && o.majority_classes <= num_classes,
              "step imbalance: K_A = {} majority classes of {}", o.majority_classes, num_classes);
   PEEL_CHECK(o.n_majority >= 0, "step imbalance: n_A = {} must be >= 0", o.n_majority);

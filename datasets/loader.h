@@ -44,13 +44,13 @@ struct Batch {
 
 struct LoaderOptions {
   int64_t batch_size = 128;
-  bool drop_last = false;       // drop the last batch of an epoch when it is short
-  bool random_crop = false;     // torchvision RandomCrop(H, padding=crop_padding): pad, take a random HxW window
-  int64_t crop_padding = 4;     // the pad is the data set's padding_value (a 0 pixel, normalised)
-  bool horizontal_flip = false; // torchvision RandomHorizontalFlip(0.5), applied after the crop
-  uint64_t seed = 0;            // augmentation seed
-  int64_t prefetch = 2;         // finished batches queued ahead; 0 builds batches in next() on the caller's thread
-  bool channels_last = true;    // batch memory (B, H, W, C), the layout the network's activations use
+  bool drop_last = false;        // drop the last batch of an epoch when it is short
+  bool random_crop = false;      // torchvision RandomCrop(H, padding=crop_padding): pad, take a random HxW window
+  int64_t crop_padding = 4;      // the pad is the data set's padding_value (a 0 pixel, normalised)
+  bool horizontal_flip = false;  // torchvision RandomHorizontalFlip(0.5), applied after the crop
+  uint64_t seed = 0;             // augmentation seed
+  int64_t prefetch = 2;          // finished batches queued ahead; 0 builds batches in next() on the caller's thread
+  bool channels_last = true;     // batch memory (B, H, W, C), the layout the network's activations use
 };
 
 // Builds the batch of `indices` (batch `batch_index` of `epoch`): gathers, augments, lays out.

@@ -13,8 +13,8 @@ void append(RawImages& a, const RawImages& b) {
     return;
   }
   PEEL_CHECK(a.channels == b.channels && a.height == b.height && a.width == b.width,
-             "append images: shapes {}x{}x{} and {}x{}x{} differ", a.channels, a.height, a.width, b.channels,
-             b.height, b.width);
+             "append images: shapes {}x{}x{} and {}x{}x{} differ", a.channels, a.height, a.width, b.channels, b.height,
+             b.width);
   a.pixels.insert(a.pixels.end(), b.pixels.begin(), b.pixels.end());
   a.labels.insert(a.labels.end(), b.labels.begin(), b.labels.end());
   a.count += b.count;
@@ -93,8 +93,8 @@ uint8_t clip8(int32_t v) {
 }  // namespace
 
 RawImages resize_bilinear(const RawImages& in, int64_t height, int64_t width) {
-  PEEL_CHECK(height > 0 && width > 0 && in.height > 0 && in.width > 0,
-             "resize_bilinear: cannot resize {}x{} to {}x{}", in.height, in.width, height, width);
+  PEEL_CHECK(height > 0 && width > 0 && in.height > 0 && in.width > 0, "resize_bilinear: cannot resize {}x{} to {}x{}",
+             in.height, in.width, height, width);
   const int ih = static_cast<int>(in.height), iw = static_cast<int>(in.width);
   const int oh = static_cast<int>(height), ow = static_cast<int>(width);
   const Taps horizontal = bilinear_taps(iw, ow), vertical = bilinear_taps(ih, oh);

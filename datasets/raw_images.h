@@ -10,8 +10,8 @@ namespace peel::data {
 
 struct RawImages {
   int64_t count = 0, channels = 0, height = 0, width = 0;
-  std::vector<uint8_t> pixels;   // (count, channels, height, width), row-major
-  std::vector<int64_t> labels;   // one per image
+  std::vector<uint8_t> pixels;  // (count, channels, height, width), row-major
+  std::vector<int64_t> labels;  // one per image
 
   int64_t image_size() const { return channels * height * width; }
 };

@@ -35,8 +35,7 @@ std::vector<int64_t> ShuffleSampler::epoch_indices(int64_t epoch) const {
 std::string ShuffleSampler::describe() const { return fmt::format("shuffle ({} images, seed {})", n_, seed_); }
 
 OversamplingSampler::OversamplingSampler(const std::vector<int64_t>& labels,
-                                         const std::vector<int64_t>& minority_classes, int64_t factor,
-                                         uint64_t seed)
+                                         const std::vector<int64_t>& minority_classes, int64_t factor, uint64_t seed)
     : factor_(factor), seed_(seed) {
   PEEL_CHECK(factor >= 1, "OversamplingSampler: factor must be >= 1, got {}", factor);
   const int64_t n = static_cast<int64_t>(labels.size());

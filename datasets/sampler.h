@@ -56,8 +56,8 @@ class ShuffleSampler : public Sampler {
 // has n + (factor - 1) * (number of minority images) entries.
 class OversamplingSampler : public Sampler {
  public:
-  OversamplingSampler(const std::vector<int64_t>& labels, const std::vector<int64_t>& minority_classes,
-                      int64_t factor, uint64_t seed);
+  OversamplingSampler(const std::vector<int64_t>& labels, const std::vector<int64_t>& minority_classes, int64_t factor,
+                      uint64_t seed);
   std::vector<int64_t> epoch_indices(int64_t epoch) const override;
   int64_t epoch_size() const override { return static_cast<int64_t>(base_.size()); }
   std::string describe() const override;

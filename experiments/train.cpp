@@ -104,7 +104,8 @@ void check_config(const TrainConfig& c) {
   PEEL_CHECK(c.class_weights == "none" || c.class_weights == "inverse",
              "train: --class-weights must be none or inverse, got '{}'", c.class_weights);
   PEEL_CHECK(c.ratio >= 1, "train: --ratio must be >= 1, got {}", c.ratio);
-  PEEL_CHECK(c.epochs > 0 && c.batch > 0 && c.metrics_every > 0, "train: --epochs, --batch and --metrics-every must be positive");
+  PEEL_CHECK(c.epochs > 0 && c.batch > 0 && c.metrics_every > 0,
+             "train: --epochs, --batch and --metrics-every must be positive");
   PEEL_CHECK(c.loss == "ce" || c.class_weights == "none", "train: --class-weights applies to --loss ce only");
 }
 
@@ -151,7 +152,8 @@ std::shared_ptr<const data::Sampler> make_sampler(const TrainConfig& c, const Tr
     const int64_t factor = c.oversample_factor > 0 ? c.oversample_factor : std::max<int64_t>(1, std::llround(c.ratio));
     return std::make_shared<data::OversamplingSampler>(d.train.labels, d.minority_classes, factor, c.seed);
   }
-  if (c.sampler == "balanced") return std::make_shared<data::ClassBalancedSampler>(d.train.labels, d.train.num_classes, c.seed);
+  if (c.sampler == "balanced")
+    return std::make_shared<data::ClassBalancedSampler>(d.train.labels, d.train.num_classes, c.seed);
   return std::make_shared<data::ShuffleSampler>(d.train.size(), c.seed);
 }
 
@@ -228,7 +230,8 @@ MetricsTable read_metrics_csv(const std::string& path, int64_t up_to_epoch) {
     std::vector<double> row;
     std::stringstream cells(line);
     for (std::string cell; std::getline(cells, cell, ',');) row.push_back(std::strtod(cell.c_str(), nullptr));
-    PEEL_CHECK(row.size() == t.columns.size(), "{}: a row has {} cells, the header {}", path, row.size(), t.columns.size());
+    PEEL_CHECK(row.size() == t.columns.size(), "{}: a row has {} cells, the header {}", path, row.size(),
+               t.columns.size());
     if (row[0] <= static_cast<double>(up_to_epoch)) t.rows.push_back(row);  // column 0 is the epoch
   }
   return t;
@@ -238,7 +241,8 @@ namespace {
 
 // A checkpoint is one state file (written atomically): the model's parameters and buffers, the
 // optimizer's momentum buffers, and the number of epochs completed.
-void save_checkpoint(const std::string& path, const nn::Network& model, const optim::Optimizer& opt, int64_t epochs_done) {
+void save_checkpoint(const std::string& path, const nn::Network& model, const optim::Optimizer& opt,
+                     int64_t epochs_done) {
   std::vector<std::pair<std::string, Tensor>> state;
   for (const auto& [name, t] : model.state()) state.emplace_back("model." + name, t);
   const std::vector<Tensor> buffers = opt.state();
@@ -252,9 +256,12 @@ int64_t load_checkpoint(const std::string& path, nn::Network& model, optim::Opti
   std::vector<Tensor> buffers;
   int64_t epochs_done = -1;
   for (auto& [name, t] : loaded) {
-    if (name.rfind("model.", 0) == 0) model_state.emplace_back(name.substr(6), t);
-    else if (name.rfind("optimizer.", 0) == 0) buffers.push_back(t);
-    else if (name == "epochs_done") epochs_done = static_cast<int64_t>(t.item());
+    if (name.rfind("model.", 0) == 0)
+      model_state.emplace_back(name.substr(6), t);
+    else if (name.rfind("optimizer.", 0) == 0)
+      buffers.push_back(t);
+    else if (name == "epochs_done")
+      epochs_done = static_cast<int64_t>(t.item());
   }
   PEEL_CHECK(epochs_done >= 0, "{}: not a training checkpoint (no epochs_done entry)", path);
   nn::assign_state(model.state(), model_state, path);
@@ -286,12 +293,13 @@ json run_training(const TrainConfig& c) {
   const std::vector<float> class_weights = make_class_weights(c, d);
 
   // Model and optimizer (SGD with momentum; weight decay on every parameter, as the papers do).
-  auto model = nn::make_model({.name = c.model, .width = c.width, .classes = classes,
-                               .in_channels = d.train.channels(), .seed = c.seed});
+  auto model = nn::make_model(
+      {.name = c.model, .width = c.width, .classes = classes, .in_channels = d.train.channels(), .seed = c.seed});
   optim::Sgd sgd({{model->parameters(), c.weight_decay, 1.f}}, {.lr = c.lr, .momentum = c.momentum});
   optim::ScheduleConfig schedule =
-      c.schedule == "multistep" ? optim::parse_schedule(fmt::format("multistep:{},{}", c.epochs / 3, 2 * c.epochs / 3), c.epochs)
-                                : optim::parse_schedule(c.schedule, c.epochs);
+      c.schedule == "multistep"
+          ? optim::parse_schedule(fmt::format("multistep:{},{}", c.epochs / 3, 2 * c.epochs / 3), c.epochs)
+          : optim::parse_schedule(c.schedule, c.epochs);
 
   int64_t start_epoch = 0;
   MetricsTable table;
@@ -333,10 +341,12 @@ json run_training(const TrainConfig& c) {
       sgd.step();
 
       const std::vector<int64_t> predicted = predictions_from_logits(logits.value());
-      for (int64_t i = 0; i < batch->size(); ++i) correct += predicted[static_cast<size_t>(i)] == batch->labels[static_cast<size_t>(i)];
+      for (int64_t i = 0; i < batch->size(); ++i)
+        correct += predicted[static_cast<size_t>(i)] == batch->labels[static_cast<size_t>(i)];
       loss_sum += static_cast<double>(loss.item()) * static_cast<double>(batch->size());
       seen += batch->size();
-      progress.step(epoch, batch->index, loss_sum / static_cast<double>(seen), static_cast<double>(correct) / static_cast<double>(seen), batch->size());
+      progress.step(epoch, batch->index, loss_sum / static_cast<double>(seen),
+                    static_cast<double>(correct) / static_cast<double>(seen), batch->size());
     }
     train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
     images_trained += seen;
@@ -370,9 +380,10 @@ json run_training(const TrainConfig& c) {
       for (const auto& [name, v] : row) values.push_back(v);
       table.rows.push_back(values);
       write_metrics_csv(metrics_path, table);
-      progress.epoch_done(epoch, fmt::format("loss {:.4f}  train acc {:.2f}%  test acc {:.2f}%  NC1 {:.3g}  minority cos {:.3f}",
-                                             loss_sum / static_cast<double>(seen), 100 * m.accuracy.overall,
-                                             100 * test.overall, m.nc1, m.minority_cosine));
+      progress.epoch_done(
+          epoch, fmt::format("loss {:.4f}  train acc {:.2f}%  test acc {:.2f}%  NC1 {:.3g}  minority cos {:.3f}",
+                             loss_sum / static_cast<double>(seen), 100 * m.accuracy.overall, 100 * test.overall, m.nc1,
+                             m.minority_cosine));
       for (const auto& [name, v] : row) summary[name] = std::isnan(v) ? json(nullptr) : json(v);
     } else {
       progress.epoch_done(epoch, fmt::format("loss {:.4f}  running acc {:.2f}%", loss_sum / static_cast<double>(seen),

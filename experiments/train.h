@@ -24,8 +24,8 @@ struct TrainConfig {
   std::string loss = "ce";  // ce | mse
   float mse_target_scale = 1.f, mse_loss_scale = 1.f;
   // Mitigation
-  std::string sampler = "plain";  // plain | oversample | balanced
-  int64_t oversample_factor = 0;  // 0 = round(R)
+  std::string sampler = "plain";       // plain | oversample | balanced
+  int64_t oversample_factor = 0;       // 0 = round(R)
   std::string class_weights = "none";  // none | inverse (minority loss weighted by n_A / n_B)
   // Optimisation (defaults: the Minority Collapse paper's recipe)
   float lr = 0.1f;
@@ -37,11 +37,11 @@ struct TrainConfig {
   // Run
   uint64_t seed = 666;
   int threads = 0;
-  int64_t metrics_every = 1;     // collapse metrics every this many epochs (and at the last)
+  int64_t metrics_every = 1;                // collapse metrics every this many epochs (and at the last)
   std::string global_mean = "all-samples";  // all-samples (Fang et al.) | class-means (Papyan et al.)
-  std::string conv_backend;      // empty = default
-  std::string out_dir;           // required
-  bool resume = false;           // continue from out_dir/checkpoint.peel
+  std::string conv_backend;                 // empty = default
+  std::string out_dir;                      // required
+  bool resume = false;                      // continue from out_dir/checkpoint.peel
   bool quiet = false;
   int64_t stop_after_epochs = 0;  // > 0: stop (as if killed) after this many epochs; for tests
 

@@ -1,6 +1,5 @@
 // Layer ops: forward, then backward, side by side. The heavy lifting is in tensor/ kernels.
 #include "nn/functional.h"
-
 #include "tensor/error.h"
 #include "tensor/linalg.h"
 #include "tensor/random.h"
@@ -24,20 +23,21 @@ Variable linear(const Variable& x, const Variable& weight, const Variable& bias)
   }
   gemm(false, true, n, out, in, 1.f, xc.data(), in, w.data(), in, bias.defined() ? 1.f : 0.f, y.data(), out);
 
-  return make_result(y, {x, weight, bias}, "linear", [xc, w, n, in, out](const Tensor& g, const std::vector<bool>& need) {
-    Tensor gc = g.contiguous();
-    Grads grads(3);
-    if (need[0]) {  // dx = g W
-      grads[0] = Tensor::empty({n, in});
-      gemm(false, false, n, in, out, 1.f, gc.data(), out, w.data(), in, 0.f, grads[0].data(), in);
-    }
-    if (need[1]) {  // dW = g^T x
-      grads[1] = Tensor::empty({out, in});
-      gemm(true, false, out, in, n, 1.f, gc.data(), out, xc.data(), in, 0.f, grads[1].data(), in);
-    }
-    if (need[2]) grads[2] = sum(gc, {0});  // db = sum over the batch
-    return grads;
-  });
+  return make_result(y, {x, weight, bias}, "linear",
+                     [xc, w, n, in, out](const Tensor& g, const std::vector<bool>& need) {
+                       Tensor gc = g.contiguous();
+                       Grads grads(3);
+                       if (need[0]) {  // dx = g W
+                         grads[0] = Tensor::empty({n, in});
+                         gemm(false, false, n, in, out, 1.f, gc.data(), out, w.data(), in, 0.f, grads[0].data(), in);
+                       }
+                       if (need[1]) {  // dW = g^T x
+                         grads[1] = Tensor::empty({out, in});
+                         gemm(true, false, out, in, n, 1.f, gc.data(), out, xc.data(), in, 0.f, grads[1].data(), in);
+                       }
+                       if (need[2]) grads[2] = sum(gc, {0});  // db = sum over the batch
+                       return grads;
+                     });
 }
 
 Variable conv2d(const Variable& x, const Variable& weight, const Variable& bias, const Conv2dGeometry& geometry) {
@@ -60,12 +60,12 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
   if (!training) {
     Tensor y = batch_norm_eval_forward(x.value(), g, b, running_mean, running_var, eps, fuse_relu);
     // Eval mode is a fixed affine map per channel (then ReLU), so its backward needs no batch statistics.
-    return make_result(y, {x, gamma, beta}, "batch_norm_eval",
-                       [xv = x.value(), y, g, running_mean, running_var, eps, fuse_relu](const Tensor& gy,
-                                                                                         const std::vector<bool>&) {
-                         BatchNormGrads d = batch_norm_eval_backward(gy, xv, g, running_mean, running_var, eps, y, fuse_relu);
-                         return Grads{d.x, d.gamma, d.beta};
-                       });
+    return make_result(
+        y, {x, gamma, beta}, "batch_norm_eval",
+        [xv = x.value(), y, g, running_mean, running_var, eps, fuse_relu](const Tensor& gy, const std::vector<bool>&) {
+          BatchNormGrads d = batch_norm_eval_backward(gy, xv, g, running_mean, running_var, eps, y, fuse_relu);
+          return Grads{d.x, d.gamma, d.beta};
+        });
   }
   BatchNormSaved saved;
   Tensor y = batch_norm_train_forward(x.value(), g, b, running_mean, running_var, momentum, eps, saved, fuse_relu);

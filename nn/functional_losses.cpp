@@ -26,7 +26,9 @@ Variable cross_entropy(const Variable& logits, const std::vector<int64_t>& label
   const int64_t n = logits.size(0), k = logits.size(1);
   PEEL_CHECK(class_weights.empty() || static_cast<int64_t>(class_weights.size()) == k,
              "cross_entropy: {} class weights for {} classes", class_weights.size(), k);
-  auto weight_of = [&](int64_t label) { return class_weights.empty() ? 1.f : class_weights[static_cast<size_t>(label)]; };
+  auto weight_of = [&](int64_t label) {
+    return class_weights.empty() ? 1.f : class_weights[static_cast<size_t>(label)];
+  };
 
   // Forward: CE_i = logsumexp(z_i) - z_i[y_i], weighted mean over the batch.
   Tensor log_probs = log_softmax(logits.value().contiguous(), 1);
@@ -68,9 +70,10 @@ Variable mse_loss(const Variable& logits, const std::vector<int64_t>& labels, fl
   const double count = static_cast<double>(n * k);
   Tensor loss = Tensor::scalar(static_cast<float>(loss_scale * total / count));
   // d/dz = loss_scale * 2 (z - t) / (N K)
-  return make_result(loss, {logits}, "mse_loss", [residual, loss_scale, count](const Tensor& g, const std::vector<bool>&) {
-    return Grads{residual * static_cast<float>(g.item() * loss_scale * 2.0 / count)};
-  });
+  return make_result(loss, {logits}, "mse_loss",
+                     [residual, loss_scale, count](const Tensor& g, const std::vector<bool>&) {
+                       return Grads{residual * static_cast<float>(g.item() * loss_scale * 2.0 / count)};
+                     });
 }
 
 }  // namespace peel::nn

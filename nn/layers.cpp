@@ -31,7 +31,8 @@ Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_
              out_channels, kernel, stride, padding, dilation);
   // kaiming_normal_(mode='fan_out', nonlinearity='relu'): std = sqrt(2 / (out * k * k)).
   const float stddev = std::sqrt(2.f / static_cast<float>(out_channels * kernel * kernel));
-  weight = register_parameter("weight", normal({out_channels, in_channels, kernel, kernel}, 0.f, stddev, init_generator()));
+  weight =
+      register_parameter("weight", normal({out_channels, in_channels, kernel, kernel}, 0.f, stddev, init_generator()));
   if (with_bias) bias = register_parameter("bias", Tensor::zeros({out_channels}));
 }
 
@@ -104,9 +105,10 @@ BasicBlock::BasicBlock(int64_t in_channels, int64_t out_channels, int64_t stride
   conv2 = register_module("conv2", std::make_shared<Conv2d>(out_channels, out_channels, 3, 1, 1, false));
   bn2 = register_module("bn2", std::make_shared<BatchNorm>(out_channels));
   if (stride != 1 || in_channels != out_channels) {
-    downsample = register_module(
-        "downsample", std::make_shared<Sequential>(Sequential{std::make_shared<Conv2d>(in_channels, out_channels, 1, stride, 0, false),
-                                                              std::make_shared<BatchNorm>(out_channels)}));
+    downsample =
+        register_module("downsample", std::make_shared<Sequential>(Sequential{
+                                          std::make_shared<Conv2d>(in_channels, out_channels, 1, stride, 0, false),
+                                          std::make_shared<BatchNorm>(out_channels)}));
   }
 }
 

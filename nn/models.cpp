@@ -57,10 +57,11 @@ Vgg::Vgg(const std::vector<int64_t>& config, int64_t classes, int64_t in_channel
   }
   int64_t width = channels;
   if (lpm_head) {
-    head = register_module("head", std::make_shared<Sequential>(Sequential{
-                                       std::make_shared<Linear>(channels, 4096), std::make_shared<BatchNorm>(4096, true),
-                                       std::make_shared<Identity>(), std::make_shared<Linear>(4096, 4096),
-                                       std::make_shared<BatchNorm>(4096, true), std::make_shared<Identity>()}));
+    head =
+        register_module("head", std::make_shared<Sequential>(Sequential{
+                                    std::make_shared<Linear>(channels, 4096), std::make_shared<BatchNorm>(4096, true),
+                                    std::make_shared<Identity>(), std::make_shared<Linear>(4096, 4096),
+                                    std::make_shared<BatchNorm>(4096, true), std::make_shared<Identity>()}));
     width = 4096;
   }
   classifier_ = register_module("classifier", std::make_shared<Linear>(width, classes));
@@ -76,8 +77,8 @@ ResNet18::ResNet18(double width, int64_t classes, int64_t in_channels) {
   conv1 = register_module("conv1", std::make_shared<Conv2d>(in_channels, c0, 3, 1, 1, false));
   bn1 = register_module("bn1", std::make_shared<BatchNorm>(c0, true));
   auto stage = [&](const char* name, int64_t in, int64_t out, int64_t stride) {
-    return register_module(name, std::make_shared<Sequential>(Sequential{
-                                     std::make_shared<BasicBlock>(in, out, stride), std::make_shared<BasicBlock>(out, out, 1)}));
+    return register_module(name, std::make_shared<Sequential>(Sequential{std::make_shared<BasicBlock>(in, out, stride),
+                                                                         std::make_shared<BasicBlock>(out, out, 1)}));
   };
   layer1 = stage("layer1", c0, c0, 1);
   layer2 = stage("layer2", c0, c1, 2);
@@ -99,8 +100,9 @@ std::shared_ptr<Network> make_model(const ModelConfig& c) {
   PEEL_CHECK(c.width > 0 && c.width <= 8, "model: width must be in (0, 8], got {}", c.width);
   PEEL_CHECK(c.classes >= 2, "model: needs at least 2 classes, got {}", c.classes);
   auto vgg_config = [&](bool vgg13) {
-    std::vector<int64_t> base = vgg13 ? std::vector<int64_t>{64, 64, 0, 128, 128, 0, 256, 256, 0, 512, 512, 0, 512, 512, 0}
-                                      : std::vector<int64_t>{64, 0, 128, 0, 256, 256, 0, 512, 512, 0, 512, 512, 0};
+    std::vector<int64_t> base =
+        vgg13 ? std::vector<int64_t>{64, 64, 0, 128, 128, 0, 256, 256, 0, 512, 512, 0, 512, 512, 0}
+              : std::vector<int64_t>{64, 0, 128, 0, 256, 256, 0, 512, 512, 0, 512, 512, 0};
     for (auto& v : base)
       if (v) v = scaled(v, c.width);
     return base;

@@ -153,8 +153,8 @@ std::vector<std::pair<std::string, Tensor>> read_state(const std::string& path) 
   r.read(magic, sizeof(magic), "the magic number");
   PEEL_CHECK(std::memcmp(magic, kMagic, sizeof(kMagic)) == 0, "{}: not a peel state file (bad magic at byte 0)", path);
   const auto version = r.get<uint32_t>("the format version");
-  PEEL_CHECK(version == kVersion, "{}: format version {} at byte 8 is not supported (this peel reads {})", path, version,
-             kVersion);
+  PEEL_CHECK(version == kVersion, "{}: format version {} at byte 8 is not supported (this peel reads {})", path,
+             version, kVersion);
   const auto count = r.get<uint64_t>("the entry count");
   PEEL_CHECK(count < (1u << 20), "{}: implausible entry count {} at byte 12", path, count);
   std::vector<std::pair<std::string, Tensor>> state;
@@ -169,8 +169,8 @@ std::vector<std::pair<std::string, Tensor>> read_state(const std::string& path) 
     int64_t numel = 1;
     for (uint32_t d = 0; d < rank; ++d) {
       shape.push_back(r.get<int64_t>("a dimension"));
-      PEEL_CHECK(shape.back() >= 0 && shape.back() < (int64_t{1} << 31), "{}: entry '{}' has bad dimension {} at byte {}",
-                 path, name, shape.back(), r.pos() - 8);
+      PEEL_CHECK(shape.back() >= 0 && shape.back() < (int64_t{1} << 31),
+                 "{}: entry '{}' has bad dimension {} at byte {}", path, name, shape.back(), r.pos() - 8);
       numel *= shape.back();
     }
     PEEL_CHECK(static_cast<uint64_t>(numel) * 4 <= r.size() - r.pos(),
@@ -201,7 +201,8 @@ void assign_state(const std::vector<std::pair<std::string, Tensor>>& target,
                                      to_string(it->second->shape()), to_string(t.shape())));
     by_name.erase(it);
   }
-  for (const auto& [name, t] : by_name) problems.push_back(fmt::format("unexpected '{}' {}", name, to_string(t->shape())));
+  for (const auto& [name, t] : by_name)
+    problems.push_back(fmt::format("unexpected '{}' {}", name, to_string(t->shape())));
   if (!problems.empty())
     PEEL_FAIL("{}: state does not match the model ({} problem(s)): {}", source, problems.size(),
               fmt::format("{}", fmt::join(problems, "; ")));

@@ -11,7 +11,8 @@ void Optimizer::zero_grad() {
     for (auto& p : group.params) p.zero_grad();
 }
 
-Sgd::Sgd(std::vector<ParamGroup> groups, const SgdOptions& options) : Optimizer(std::move(groups), options.lr), options_(options) {
+Sgd::Sgd(std::vector<ParamGroup> groups, const SgdOptions& options)
+    : Optimizer(std::move(groups), options.lr), options_(options) {
   PEEL_CHECK(options.lr >= 0 && options.momentum >= 0, "SGD: lr {} and momentum {} must be non-negative", options.lr,
              options.momentum);
   PEEL_CHECK(!options.nesterov || (options.momentum > 0 && options.dampening == 0),

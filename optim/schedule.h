@@ -7,12 +7,12 @@
 namespace peel::optim {
 
 struct ScheduleConfig {
-  std::string kind = "constant";     // constant | multistep | cosine
-  std::vector<int64_t> milestones;   // multistep: epochs at which lr is multiplied by gamma
+  std::string kind = "constant";    // constant | multistep | cosine
+  std::vector<int64_t> milestones;  // multistep: epochs at which lr is multiplied by gamma
   float gamma = 0.1f;
-  int64_t total_epochs = 1;          // cosine: T_max
-  float min_lr = 0.f;                // cosine: eta_min
-  int64_t warmup_epochs = 0;         // linear warm-up from warmup_start_factor * lr
+  int64_t total_epochs = 1;   // cosine: T_max
+  float min_lr = 0.f;         // cosine: eta_min
+  int64_t warmup_epochs = 0;  // linear warm-up from warmup_start_factor * lr
   float warmup_start_factor = 0.1f;
 };
 

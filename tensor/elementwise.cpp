@@ -44,10 +44,10 @@ Tensor binary(const Tensor& a, const Tensor& b, BinaryOp op, const char* name) {
   const Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
   Tensor out = empty_like_layout(shape, a.shape() == shape ? a : b);
   const auto& k = simd::kernels();
-  auto loop = detail::make_loop<3>(
-      shape,
-      {out.strides(), broadcast_strides(a.shape(), a.strides(), shape), broadcast_strides(b.shape(), b.strides(), shape)},
-      {out.data(), const_cast<float*>(a.data()), const_cast<float*>(b.data())});
+  auto loop = detail::make_loop<3>(shape,
+                                   {out.strides(), broadcast_strides(a.shape(), a.strides(), shape),
+                                    broadcast_strides(b.shape(), b.strides(), shape)},
+                                   {out.data(), const_cast<float*>(a.data()), const_cast<float*>(b.data())});
   detail::for_each_row(loop, [&](const std::array<float*, 3>& p, int64_t n, const std::array<int64_t, 3>& s) {
     k.binary(op, n, p[1], s[1], p[2], s[2], p[0], s[0]);
   });
@@ -141,8 +141,9 @@ void axpy_into(Tensor& dst, float alpha, const Tensor& src) {
              "add_: cannot add a tensor of shape {} into one of shape {}", to_string(src.shape()),
              to_string(dst.shape()));
   const auto& k = simd::kernels();
-  auto loop = detail::make_loop<2>(dst.shape(), {dst.strides(), broadcast_strides(src.shape(), src.strides(), dst.shape())},
-                                   {dst.data(), const_cast<float*>(src.data())});
+  auto loop =
+      detail::make_loop<2>(dst.shape(), {dst.strides(), broadcast_strides(src.shape(), src.strides(), dst.shape())},
+                           {dst.data(), const_cast<float*>(src.data())});
   detail::for_each_row(loop, [&](const std::array<float*, 2>& p, int64_t n, const std::array<int64_t, 2>& s) {
     k.axpy(n, alpha, p[1], s[1], p[0], s[0]);
   });

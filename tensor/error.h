@@ -15,8 +15,8 @@ class Error : public std::runtime_error {
 };
 
 // Throws peel::Error with a formatted message: PEEL_CHECK(a == b, "add: shapes {} and {}", sa, sb).
-#define PEEL_CHECK(cond, ...)                                  \
-  do {                                                         \
+#define PEEL_CHECK(cond, ...)                                   \
+  do {                                                          \
     if (!(cond)) throw ::peel::Error(fmt::format(__VA_ARGS__)); \
   } while (0)
 

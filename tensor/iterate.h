@@ -16,9 +16,9 @@ namespace peel::detail {
 
 template <size_t N>
 struct StridedLoop {
-  Shape shape;                       // after ordering and merging; never empty
-  std::array<Strides, N> strides;    // per operand, same length as shape
-  std::array<float*, N> base;        // per operand
+  Shape shape;                     // after ordering and merging; never empty
+  std::array<Strides, N> strides;  // per operand, same length as shape
+  std::array<float*, N> base;      // per operand
 };
 
 template <size_t N>

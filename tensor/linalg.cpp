@@ -58,8 +58,8 @@ void matmul_2d(const Tensor& a, const Tensor& b, Tensor& out) {
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
   PEEL_CHECK(a.defined() && b.defined(), "matmul: undefined operand");
-  PEEL_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul: needs operands of rank >= 2, got {} and {}",
-             to_string(a.shape()), to_string(b.shape()));
+  PEEL_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul: needs operands of rank >= 2, got {} and {}", to_string(a.shape()),
+             to_string(b.shape()));
   PEEL_CHECK(a.size(-1) == b.size(-2), "matmul: inner dimensions differ: {} @ {}", to_string(a.shape()),
              to_string(b.shape()));
   if (a.dim() == 2 && b.dim() == 2) {
@@ -205,7 +205,8 @@ MatrixD pinv_symmetric(const MatrixD& s, int64_t rank, double rcond) {
 int64_t numerical_rank(const std::vector<double>& sv, int64_t rows, int64_t cols, double tol) {
   if (sv.empty()) return 0;
   const double threshold =
-      tol >= 0 ? tol * sv.front() : sv.front() * static_cast<double>(std::max(rows, cols)) * std::numeric_limits<float>::epsilon();
+      tol >= 0 ? tol * sv.front()
+               : sv.front() * static_cast<double>(std::max(rows, cols)) * std::numeric_limits<float>::epsilon();
   return std::count_if(sv.begin(), sv.end(), [&](double s) { return s > threshold; });
 }
 

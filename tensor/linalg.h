@@ -37,7 +37,7 @@ Eigh eigh(const MatrixD& symmetric);
 
 // Thin SVD: a = U diag(S) V^T, singular values descending.
 struct Svd {
-  MatrixD u;   // rows x r
+  MatrixD u;  // rows x r
   std::vector<double> singular_values;
   MatrixD vt;  // r x cols
 };

@@ -80,7 +80,7 @@ Tensor log_softmax(const Tensor& x, int64_t axis);
 
 // ---- In-place kernels behind Tensor::fill_, copy_, add_, mul_ -------------------------------
 void fill_into(Tensor& dst, float value);
-void copy_into(Tensor& dst, const Tensor& src);              // src broadcast to dst's shape
+void copy_into(Tensor& dst, const Tensor& src);               // src broadcast to dst's shape
 void axpy_into(Tensor& dst, float alpha, const Tensor& src);  // dst += alpha * src
 void scale_into(Tensor& dst, float factor);
 

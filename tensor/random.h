@@ -16,10 +16,10 @@ class Generator {
  public:
   explicit Generator(uint64_t seed = 0) : engine_(seed) {}
   uint64_t next_u64() { return engine_(); }
-  float uniform();                     // [0, 1)
-  float uniform(float lo, float hi);   // [lo, hi)
-  float normal();                      // standard normal (Box-Muller)
-  int64_t randint(int64_t n);          // uniform on [0, n), unbiased
+  float uniform();                              // [0, 1)
+  float uniform(float lo, float hi);            // [lo, hi)
+  float normal();                               // standard normal (Box-Muller)
+  int64_t randint(int64_t n);                   // uniform on [0, n), unbiased
   std::vector<int64_t> permutation(int64_t n);  // Fisher-Yates
   // Fresh generator whose stream depends on this one's seed and `stream` (for workers, layers).
   Generator fork(uint64_t stream);

@@ -72,9 +72,15 @@ Tensor reduce(const Tensor& x, const Axes& axes, bool keepdim, simd::ReduceOp op
 
 }  // namespace
 
-Tensor sum(const Tensor& x, const Axes& axes, bool keepdim) { return reduce(x, axes, keepdim, simd::ReduceOp::kSum, "sum"); }
-Tensor max(const Tensor& x, const Axes& axes, bool keepdim) { return reduce(x, axes, keepdim, simd::ReduceOp::kMax, "max"); }
-Tensor min(const Tensor& x, const Axes& axes, bool keepdim) { return reduce(x, axes, keepdim, simd::ReduceOp::kMin, "min"); }
+Tensor sum(const Tensor& x, const Axes& axes, bool keepdim) {
+  return reduce(x, axes, keepdim, simd::ReduceOp::kSum, "sum");
+}
+Tensor max(const Tensor& x, const Axes& axes, bool keepdim) {
+  return reduce(x, axes, keepdim, simd::ReduceOp::kMax, "max");
+}
+Tensor min(const Tensor& x, const Axes& axes, bool keepdim) {
+  return reduce(x, axes, keepdim, simd::ReduceOp::kMin, "min");
+}
 
 Tensor mean(const Tensor& x, const Axes& axes, bool keepdim) {
   Tensor s = sum(x, axes, keepdim);
@@ -140,8 +146,8 @@ Tensor sum_to(const Tensor& grad, const Shape& shape) {
       continue;
     }
     const int64_t target = shape[static_cast<size_t>(d - lead)];
-    PEEL_CHECK(target == 1 || target == grad.size(d), "sum_to: cannot sum shape {} down to {}",
-               to_string(grad.shape()), to_string(shape));
+    PEEL_CHECK(target == 1 || target == grad.size(d), "sum_to: cannot sum shape {} down to {}", to_string(grad.shape()),
+               to_string(shape));
     if (target == 1 && grad.size(d) != 1) axes.push_back(d);
   }
   if (axes.empty()) return grad.reshape(shape);

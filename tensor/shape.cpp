@@ -23,8 +23,8 @@ Strides contiguous_strides(const Shape& shape) {
 }
 
 int64_t normalize_axis(int64_t axis, int64_t ndim, const char* op) {
-  PEEL_CHECK(axis >= -ndim && axis < ndim, "{}: axis {} is out of range for a tensor with {} dimensions",
-             op, axis, ndim);
+  PEEL_CHECK(axis >= -ndim && axis < ndim, "{}: axis {} is out of range for a tensor with {} dimensions", op, axis,
+             ndim);
   return axis < 0 ? axis + ndim : axis;
 }
 
@@ -34,8 +34,8 @@ Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
   for (size_t i = 0; i < n; ++i) {
     const int64_t da = i < n - a.size() ? 1 : a[i - (n - a.size())];
     const int64_t db = i < n - b.size() ? 1 : b[i - (n - b.size())];
-    PEEL_CHECK(da == db || da == 1 || db == 1, "{}: shapes {} and {} cannot be broadcast together", op,
-               to_string(a), to_string(b));
+    PEEL_CHECK(da == db || da == 1 || db == 1, "{}: shapes {} and {} cannot be broadcast together", op, to_string(a),
+               to_string(b));
     out[i] = da == 1 ? db : da;
   }
   return out;

@@ -88,8 +88,7 @@ MemoryStats memory_stats() {
 
 void release_cached_memory() { allocator().release(); }
 
-Storage::Storage(int64_t num_floats)
-    : data_(nullptr), size_(num_floats), bytes_(rounded_bytes(num_floats)) {
+Storage::Storage(int64_t num_floats) : data_(nullptr), size_(num_floats), bytes_(rounded_bytes(num_floats)) {
   data_ = static_cast<float*>(allocator().allocate(bytes_));
 }
 

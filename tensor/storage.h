@@ -18,7 +18,7 @@ struct MemoryStats {
   int64_t small_allocations = 0;   // buffers under a page (not cached)
   int64_t live_bytes = 0;          // bytes held by live storages
   int64_t peak_live_bytes = 0;
-  int64_t cached_bytes = 0;        // bytes parked in the cache, ready for reuse
+  int64_t cached_bytes = 0;  // bytes parked in the cache, ready for reuse
 };
 
 MemoryStats memory_stats();

@@ -55,11 +55,14 @@ Tensor Tensor::empty_channels_last(const Shape& shape) {
 
 Tensor make_view(const Tensor& base, Shape shape, Strides strides, int64_t offset) {
   PEEL_CHECK(base.defined(), "make_view: base tensor is undefined");
-  PEEL_CHECK(shape.size() == strides.size(), "make_view: shape {} and strides {} differ in rank",
-             to_string(shape), to_string(strides));
+  PEEL_CHECK(shape.size() == strides.size(), "make_view: shape {} and strides {} differ in rank", to_string(shape),
+             to_string(strides));
   int64_t lo = offset, hi = offset;
   for (size_t i = 0; i < shape.size(); ++i) {
-    if (shape[i] == 0) { lo = hi = offset; break; }
+    if (shape[i] == 0) {
+      lo = hi = offset;
+      break;
+    }
     const int64_t reach = (shape[i] - 1) * strides[i];
     (reach < 0 ? lo : hi) += reach;
   }
@@ -142,8 +145,8 @@ Shape infer_shape(const Shape& requested, int64_t numel, const Shape& from, cons
                to_string(requested));
     out[static_cast<size_t>(infer_at)] = numel / known;
   }
-  PEEL_CHECK(numel_of(out) == numel, "{}: cannot reshape {} ({} elements) into {} ({} elements)", op,
-             to_string(from), numel, to_string(requested), numel_of(out));
+  PEEL_CHECK(numel_of(out) == numel, "{}: cannot reshape {} ({} elements) into {} ({} elements)", op, to_string(from),
+             numel, to_string(requested), numel_of(out));
   return out;
 }
 
@@ -160,8 +163,10 @@ Strides view_strides(const Shape& shape, const Strides& strides, const Shape& ta
   while (ni < new_n && oi < old_n) {
     int64_t np = target[ni], op = old_shape[oi];
     while (np != op) {
-      if (np < op) np *= target[nj++];
-      else op *= old_shape[oj++];
+      if (np < op)
+        np *= target[nj++];
+      else
+        op *= old_shape[oj++];
     }
     for (size_t k = oi; k + 1 < oj; ++k)
       if (old_strides[k] != old_shape[k + 1] * old_strides[k + 1]) return {};
@@ -259,8 +264,8 @@ Tensor Tensor::slice(int64_t axis, int64_t start, int64_t end, int64_t step) con
 Tensor Tensor::select(int64_t axis, int64_t index) const {
   const int64_t a = normalize_axis(axis, dim(), "select");
   const int64_t n = shape_[static_cast<size_t>(a)];
-  PEEL_CHECK(index >= -n && index < n, "select: index {} is out of range for axis {} of size {} (shape {})", index,
-             a, n, peel::to_string(shape_));
+  PEEL_CHECK(index >= -n && index < n, "select: index {} is out of range for axis {} of size {} (shape {})", index, a,
+             n, peel::to_string(shape_));
   if (index < 0) index += n;
   Shape shape = shape_;
   Strides strides = strides_;

@@ -51,9 +51,9 @@ class Tensor {
   const float* data() const;
 
   // ---- Views and copies ----------------------------------------------------------------------
-  Tensor contiguous() const;     // this tensor if already contiguous, otherwise a row-major copy
-  Tensor channels_last() const;  // this tensor if already channels-last, otherwise a copy
-  Tensor clone() const;          // always a fresh row-major copy
+  Tensor contiguous() const;                 // this tensor if already contiguous, otherwise a row-major copy
+  Tensor channels_last() const;              // this tensor if already channels-last, otherwise a copy
+  Tensor clone() const;                      // always a fresh row-major copy
   Tensor reshape(const Shape& shape) const;  // a view when possible, else a copy; one -1 allowed
   Tensor view(const Shape& shape) const;     // a view, or an error naming both shapes
   Tensor flatten(int64_t start_axis = 0, int64_t end_axis = -1) const;
@@ -74,7 +74,7 @@ class Tensor {
 
   // ---- In-place updates (used by optimizers and initialisers; never recorded by autograd) ----
   Tensor& fill_(float value);
-  Tensor& copy_(const Tensor& source);                  // source broadcast to this shape
+  Tensor& copy_(const Tensor& source);                   // source broadcast to this shape
   Tensor& add_(const Tensor& other, float alpha = 1.f);  // this += alpha * other (broadcast)
   Tensor& mul_(float factor);
   Tensor& zero_() { return fill_(0.f); }

@@ -47,8 +47,10 @@ RawImages read_cifar10(const std::string& dir, const std::string& split) {
     files.push_back((base / "test_batch.bin").string());
   RawImages all;
   for (const std::string& f : files) {
-    PEEL_CHECK(fs::exists(f), "cifar10: {} not found; fetch it with `peel fetch cifar10` (or point --data / "
-               "PEEL_DATA at a directory holding cifar10/)", f);
+    PEEL_CHECK(fs::exists(f),
+               "cifar10: {} not found; fetch it with `peel fetch cifar10` (or point --data / "
+               "PEEL_DATA at a directory holding cifar10/)",
+               f);
     append(all, read_cifar10_batch(f));
   }
   return all;

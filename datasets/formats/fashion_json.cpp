@@ -45,8 +45,8 @@ class Reader {
       value = value * 10 + (s_[pos_] - '0');
       ++pos_;
     }
-    PEEL_CHECK(pos_ > start, "{}: expected a pixel value (integer 0..255) at byte offset {}, found '{}'", name_,
-               start, start < s_.size() ? printable(s_[start]) : std::string("end of file"));
+    PEEL_CHECK(pos_ > start, "{}: expected a pixel value (integer 0..255) at byte offset {}, found '{}'", name_, start,
+               start < s_.size() ? printable(s_[start]) : std::string("end of file"));
     PEEL_CHECK(value <= 255 && pos_ - start <= 3, "{}: pixel value at byte offset {} is outside 0..255", name_, start);
     return static_cast<uint8_t>(value);
   }

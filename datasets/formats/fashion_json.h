@@ -36,7 +36,6 @@ struct TrainTest {
   RawImages train, test;
 };
 TrainTest fashion_split(const std::vector<ClassImages>& classes, int64_t train_per_class = kFashionTrainPerClass,
-                        int64_t images_per_class = kFashionImagesPerClass,
-                        uint64_t seed = kFashionInterleaveSeed);
+                        int64_t images_per_class = kFashionImagesPerClass, uint64_t seed = kFashionInterleaveSeed);
 
 }  // namespace peel::data

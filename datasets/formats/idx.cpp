@@ -21,11 +21,10 @@ IdxArray parse_idx(std::span<const uint8_t> bytes, const std::string& name) {
   PEEL_CHECK(size >= 4, "{}: truncated IDX header: the 4-byte magic needs bytes 0..3, the file has {} bytes", name,
              size);
   PEEL_CHECK(bytes[0] == 0 && bytes[1] == 0,
-             "{}: bad IDX magic at byte offset 0: expected 00 00, got {:02x} {:02x} (not an IDX file?)", name,
-             bytes[0], bytes[1]);
+             "{}: bad IDX magic at byte offset 0: expected 00 00, got {:02x} {:02x} (not an IDX file?)", name, bytes[0],
+             bytes[1]);
   PEEL_CHECK(bytes[2] == kTypeUnsignedByte,
-             "{}: IDX type code 0x{:02x} at byte offset 2 is not supported (only 0x08, unsigned byte)", name,
-             bytes[2]);
+             "{}: IDX type code 0x{:02x} at byte offset 2 is not supported (only 0x08, unsigned byte)", name, bytes[2]);
   const int64_t ndims = bytes[3];
   PEEL_CHECK(ndims >= 1 && ndims <= kMaxDims, "{}: IDX dimension count {} at byte offset 3 is outside 1..{}", name,
              ndims, kMaxDims);
@@ -39,8 +38,10 @@ IdxArray parse_idx(std::span<const uint8_t> bytes, const std::string& name) {
     const int64_t dim = read_be32(bytes.data() + 4 + 4 * d);
     out.dims.push_back(dim);
     // Sizes beyond the file cannot be satisfied; stop multiplying before int64 could overflow.
-    if (count > 0 && dim > 0 && count > (int64_t{1} << 62) / dim) too_big = true;
-    else count *= dim;
+    if (count > 0 && dim > 0 && count > (int64_t{1} << 62) / dim)
+      too_big = true;
+    else
+      count *= dim;
   }
   PEEL_CHECK(!too_big && header + count <= size,
              "{}: IDX data truncated: dimensions {} need {} bytes from byte offset {}, but the file ends at byte "
@@ -84,10 +85,9 @@ RawImages idx_to_images(IdxArray images, const std::string& images_name, const I
                         const std::string& labels_name, int64_t num_classes) {
   PEEL_CHECK(images.dims.size() == 3, "{}: an images file needs 3 dimensions (count, rows, columns), got {}",
              images_name, images.dims);
-  PEEL_CHECK(labels.dims.size() == 1, "{}: a labels file needs 1 dimension (count), got {}", labels_name,
-             labels.dims);
-  PEEL_CHECK(images.dims[0] == labels.dims[0], "{} holds {} images but {} holds {} labels", images_name,
-             images.dims[0], labels_name, labels.dims[0]);
+  PEEL_CHECK(labels.dims.size() == 1, "{}: a labels file needs 1 dimension (count), got {}", labels_name, labels.dims);
+  PEEL_CHECK(images.dims[0] == labels.dims[0], "{} holds {} images but {} holds {} labels", images_name, images.dims[0],
+             labels_name, labels.dims[0]);
   PEEL_CHECK(images.dims[1] > 0 && images.dims[2] > 0, "{}: image size {}x{} is empty", images_name, images.dims[1],
              images.dims[2]);
   RawImages out;

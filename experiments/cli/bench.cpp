@@ -105,7 +105,8 @@ void register_bench_command(CLI::App& app) {
   cmd->add_option("--batch", o->batch, "Batch size")->check(CLI::Range(1, 65536));
   cmd->add_option("--threads", o->threads, "Threads (0 = all cores)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--warmup", o->warmup, "Untimed steps first")->check(CLI::Range(1, 1000));
-  cmd->add_option("--repetitions", o->repetitions, "Timed repetitions (the median is reported)")->check(CLI::Range(1, 1000));
+  cmd->add_option("--repetitions", o->repetitions, "Timed repetitions (the median is reported)")
+      ->check(CLI::Range(1, 1000));
   cmd->add_option("--steps", o->steps, "Steps per repetition")->check(CLI::Range(1, 100000));
   cmd->add_option("--conv-backend", o->conv_backend, "im2col | direct | onednn | reference (default: fastest here)");
   cmd->callback([o] { run_train_step_bench(*o); });

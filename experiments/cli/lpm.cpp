@@ -1,6 +1,8 @@
 // `peel lpm`: solve the Layer-Peeled Model at one imbalance ratio R, or sweep Fang et al.'s grid of R
 // (K = 10, K_A = 5, E_H = 5, E_W = 1, R = 10^(0.1 i), i = 0..40 by default) and report where the
 // minority classifiers collapse. See experiments/lpm.h and docs/lpm.md.
+#include "experiments/lpm/lpm.h"
+
 #include <fmt/format.h>
 
 #include <chrono>
@@ -10,7 +12,6 @@
 
 #include "datasets/file_io.h"
 #include "experiments/cli/commands.h"
-#include "experiments/lpm/lpm.h"
 #include "tensor/error.h"
 
 namespace peel::cli {
@@ -80,18 +81,25 @@ nlohmann::ordered_json point_json(const LpmPoint& p, const LpmProblem& base) {
 }
 
 nlohmann::ordered_json problem_json(const LpmProblem& p, const std::string& solver) {
-  return {{"classes", p.classes}, {"majority", p.majority}, {"e_w", p.e_w},         {"e_h", p.e_h},
-          {"minority_weight", p.minority_weight}, {"solver", solver}};
+  return {{"classes", p.classes},
+          {"majority", p.majority},
+          {"e_w", p.e_w},
+          {"e_h", p.e_h},
+          {"minority_weight", p.minority_weight},
+          {"solver", solver}};
 }
 
-std::string fixed(double v, int digits) { return std::isnan(v) ? std::string("nan") : fmt::format("{:.{}f}", v, digits); }
+std::string fixed(double v, int digits) {
+  return std::isnan(v) ? std::string("nan") : fmt::format("{:.{}f}", v, digits);
+}
 
 void print_solution(const char* name, const LpmSolution& s, const LpmProblem& problem) {
   const LpmGeometry& g = s.geometry;
   const int64_t k = problem.classes, ka = problem.majority;
-  fmt::print("{}: objective {:.7f} (mean training CE; Fang et al.'s scale {:.7f}), certified gap {:.1e}, "
-             "p = {}, {} iterations, {:.3f} s\n",
-             name, s.objective, s.objective * problem.reference_scale(), s.gap, s.feature_dim, s.iterations, s.seconds);
+  fmt::print(
+      "{}: objective {:.7f} (mean training CE; Fang et al.'s scale {:.7f}), certified gap {:.1e}, "
+      "p = {}, {} iterations, {:.3f} s\n",
+      name, s.objective, s.objective * problem.reference_scale(), s.gap, s.feature_dim, s.iterations, s.seconds);
   fmt::print("  minority classifier cosine {} +- {}   (Fang et al.'s row-of-X cosine {} +- {})\n",
              fixed(g.minority_cosine.mean, 6), fixed(g.minority_cosine.std, 6), fixed(g.minority_row_cosine.mean, 6),
              fixed(g.minority_row_cosine.std, 6));
@@ -126,9 +134,10 @@ void run_single(const LpmArgs& args) {
     return;
   }
   const LpmProblem& p = args.problem;
-  fmt::print("Layer-Peeled Model: K = {} ({} majority, {} minority), R = {:g}, w_r = {:g} (effective R/w_r = {:g}), "
-             "E_W = {:g}, E_H = {:g}\n",
-             p.classes, p.majority, p.minority(), p.ratio, p.minority_weight, p.ratio / p.minority_weight, p.e_w, p.e_h);
+  fmt::print(
+      "Layer-Peeled Model: K = {} ({} majority, {} minority), R = {:g}, w_r = {:g} (effective R/w_r = {:g}), "
+      "E_W = {:g}, E_H = {:g}\n",
+      p.classes, p.majority, p.minority(), p.ratio, p.minority_weight, p.ratio / p.minority_weight, p.e_w, p.e_h);
   if (point.sdp) print_solution("sdp", *point.sdp, p);
   if (point.nonconvex) print_solution("nonconvex", *point.nonconvex, p);
   if (point.sdp && point.nonconvex)
@@ -174,7 +183,9 @@ void run_sweep(const LpmArgs& args) {
   const LpmProblem& p = args.problem;
 
   nlohmann::ordered_json j = problem_json(p, args.solver);
-  auto optional_json = [](const std::optional<double>& v) { return v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json(); };
+  auto optional_json = [](const std::optional<double>& v) {
+    return v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json();
+  };
   j["collapse_tolerance"] = config.collapse_tolerance;
   j["collapse_ratio"] = optional_json(sweep.collapse_ratio);
   j["collapse_ratio_refined"] = optional_json(sweep.collapse_ratio_refined);
@@ -193,8 +204,9 @@ void run_sweep(const LpmArgs& args) {
     return;
   }
   const bool both = config.solver == LpmSolver::Both;
-  fmt::print("Layer-Peeled Model sweep: K = {} ({} majority, {} minority), E_W = {:g}, E_H = {:g}, w_r = {:g}, solver {}\n",
-             p.classes, p.majority, p.minority(), p.e_w, p.e_h, p.minority_weight, args.solver);
+  fmt::print(
+      "Layer-Peeled Model sweep: K = {} ({} majority, {} minority), E_W = {:g}, E_H = {:g}, w_r = {:g}, solver {}\n",
+      p.classes, p.majority, p.minority(), p.e_w, p.e_h, p.minority_weight, args.solver);
   fmt::print("{:>10} {:>11} {:>10} {:>9} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8}{}\n", "R", "objective", "min_cos",
              "min_std", "min_rowcos", "maj_cos", "maj_rowcos", "|w|_maj", "|w|_min", "gap",
              both ? "   nonconvex  rel_diff  nc_min_cos" : "");
@@ -208,17 +220,20 @@ void run_sweep(const LpmArgs& args) {
     const bool gone = g.minority_count >= 2 && g.minority_vanished == g.minority_count;  // all w_k = 0
     fmt::print("{:>10.4g} {:11.7f} {:>10} {:>9} {:>10} {:>10} {:>10} {:>8} {:>8} {:8.1e}{}\n", point.ratio, s.objective,
                gone ? "vanished" : fixed(g.minority_cosine.mean, 6), fixed(g.minority_cosine.std, 6),
-               gone ? "vanished" : fixed(g.minority_row_cosine.mean, 6),
-               fixed(g.majority_cosine.mean, 6), fixed(g.majority_row_cosine.mean, 6),
-               fixed(mean_over(g.classifier_norms, 0, p.majority), 4),
+               gone ? "vanished" : fixed(g.minority_row_cosine.mean, 6), fixed(g.majority_cosine.mean, 6),
+               fixed(g.majority_row_cosine.mean, 6), fixed(mean_over(g.classifier_norms, 0, p.majority), 4),
                fixed(mean_over(g.classifier_norms, p.majority, p.classes), 4), s.gap, extra);
   }
-  auto show = [](const std::optional<double>& v) { return v ? fmt::format("{:.4g}", *v) : std::string("none in the grid"); };
-  fmt::print("minority collapse (cosine > 1 - {:g}): first grid R = {}; crossing by bisection R = {}; "
-             "with Fang et al.'s row-of-X cosine: first grid R = {}\n",
-             config.collapse_tolerance, show(sweep.collapse_ratio), show(sweep.collapse_ratio_refined),
-             show(sweep.collapse_ratio_row_cosine));
-  if (both) fmt::print("largest nonconvex vs sdp relative objective difference: {:.2e}\n", sweep.max_relative_disagreement);
+  auto show = [](const std::optional<double>& v) {
+    return v ? fmt::format("{:.4g}", *v) : std::string("none in the grid");
+  };
+  fmt::print(
+      "minority collapse (cosine > 1 - {:g}): first grid R = {}; crossing by bisection R = {}; "
+      "with Fang et al.'s row-of-X cosine: first grid R = {}\n",
+      config.collapse_tolerance, show(sweep.collapse_ratio), show(sweep.collapse_ratio_refined),
+      show(sweep.collapse_ratio_row_cosine));
+  if (both)
+    fmt::print("largest nonconvex vs sdp relative objective difference: {:.2e}\n", sweep.max_relative_disagreement);
   fmt::print("{} solves in {:.3f} s\n", sweep.points.size(), sweep.seconds);
 }
 
@@ -239,8 +254,11 @@ CLI::Validator finite_above(double lower, bool inclusive) {
 
 void register_lpm_command(CLI::App& app) {
   auto args = std::make_shared<LpmArgs>();
-  auto* cmd = app.add_subcommand("lpm", "Solve the Layer-Peeled Model (Fang et al. 2021) and predict Minority Collapse");
-  cmd->add_option("--classes", args->problem.classes, "Number of classes K")->check(CLI::Range(2, 1000))->capture_default_str();
+  auto* cmd =
+      app.add_subcommand("lpm", "Solve the Layer-Peeled Model (Fang et al. 2021) and predict Minority Collapse");
+  cmd->add_option("--classes", args->problem.classes, "Number of classes K")
+      ->check(CLI::Range(2, 1000))
+      ->capture_default_str();
   cmd->add_option("--majority", args->problem.majority, "Number of majority classes K_A (classes 0..K_A-1)")
       ->check(CLI::Range(0, 1000))
       ->capture_default_str();
@@ -262,7 +280,9 @@ void register_lpm_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--json", args->json, "Print one JSON object as the last line");
   cmd->add_flag("--sweep", args->sweep, "Sweep Fang et al.'s grid R = 10^(0.1 i), i = 0..40")->excludes(ratio);
-  cmd->add_option("--out", args->out, "Also write the result to FILE, atomically (one R: JSON; sweep: JSON if FILE ends in .json, else CSV)");
+  cmd->add_option(
+      "--out", args->out,
+      "Also write the result to FILE, atomically (one R: JSON; sweep: JSON if FILE ends in .json, else CSV)");
   cmd->add_option("--feature-dim", args->nonconvex.feature_dim, "Nonconvex solver: feature dimension p (0 = 2K)")
       ->check(CLI::Range(int64_t{0}, int64_t{100000}))
       ->capture_default_str();
@@ -270,15 +290,18 @@ void register_lpm_command(CLI::App& app) {
       ->check(CLI::Range(int64_t{1}, int64_t{1000}))
       ->capture_default_str();
   cmd->add_option("--seed", args->nonconvex.seed, "Nonconvex solver: seed of the random starts")->capture_default_str();
-  cmd->add_option("--tolerance", args->sdp.tolerance, "SDP solver: stop at certified gap <= tolerance * max(1, objective)")
+  cmd->add_option("--tolerance", args->sdp.tolerance,
+                  "SDP solver: stop at certified gap <= tolerance * max(1, objective)")
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
   cmd->callback([args] {
     PEEL_CHECK(args->problem.majority <= args->problem.classes, "lpm: --majority {} exceeds --classes {}",
                args->problem.majority, args->problem.classes);
     args->problem.validate();
-    if (args->sweep) run_sweep(*args);
-    else run_single(*args);
+    if (args->sweep)
+      run_sweep(*args);
+    else
+      run_single(*args);
   });
 }
 

@@ -1,7 +1,8 @@
 // `peel reproduce minority-collapse|neural-collapse`.
+#include "experiments/reproduce/reproduce.h"
+
 #include "datasets/fetch.h"
 #include "experiments/cli/commands.h"
-#include "experiments/reproduce/reproduce.h"
 
 namespace peel::cli {
 

@@ -1,14 +1,14 @@
 // `peel train` and `peel fetch`.
+#include "experiments/train.h"
+
 #include <fmt/format.h>
 
 #include <fstream>
 #include <iostream>
 
-#include "tensor/error.h"
-
 #include "datasets/fetch.h"
 #include "experiments/cli/commands.h"
-#include "experiments/train.h"
+#include "tensor/error.h"
 
 namespace peel::cli {
 
@@ -28,11 +28,14 @@ void add_train_options(CLI::App* cmd, TrainConfig& c) {
   cmd->add_option("--model", c.model, "small_cnn | vgg11 | vgg13 | resnet18 | vgg11_lpm | vgg13_lpm")
       ->check(CLI::IsMember({"small_cnn", "vgg11", "vgg13", "resnet18", "vgg11_lpm", "vgg13_lpm"}))
       ->capture_default_str();
-  cmd->add_option("--width", c.width, "Width factor (vgg, resnet)")->check(CLI::Range(0.01, 8.0))->capture_default_str();
+  cmd->add_option("--width", c.width, "Width factor (vgg, resnet)")
+      ->check(CLI::Range(0.01, 8.0))
+      ->capture_default_str();
   cmd->add_option("--loss", c.loss, "ce (cross-entropy) | mse (square loss on one-hot targets)")
       ->check(CLI::IsMember({"ce", "mse"}))
       ->capture_default_str();
-  cmd->add_option("--mse-target-scale", c.mse_target_scale, "Square loss: target = scale * one-hot")->capture_default_str();
+  cmd->add_option("--mse-target-scale", c.mse_target_scale, "Square loss: target = scale * one-hot")
+      ->capture_default_str();
   cmd->add_option("--mse-loss-scale", c.mse_loss_scale, "Square loss: multiplies the loss")->capture_default_str();
   cmd->add_option("--majority", c.majority_classes, "K_A: classes 0..K_A-1 are majority (0 = balanced)")
       ->check(CLI::NonNegativeNumber)
@@ -40,7 +43,9 @@ void add_train_options(CLI::App* cmd, TrainConfig& c) {
   cmd->add_option("--n-major", c.n_major, "n_A: training images per majority class (0 = all available)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  cmd->add_option("--ratio", c.ratio, "R: minority classes keep floor(n_A / R) images")->check(CLI::Range(1.0, 1e12))->capture_default_str();
+  cmd->add_option("--ratio", c.ratio, "R: minority classes keep floor(n_A / R) images")
+      ->check(CLI::Range(1.0, 1e12))
+      ->capture_default_str();
   cmd->add_option("--sampler", c.sampler, "plain | oversample | balanced")
       ->check(CLI::IsMember({"plain", "oversample", "balanced"}))
       ->capture_default_str();
@@ -61,7 +66,9 @@ void add_train_options(CLI::App* cmd, TrainConfig& c) {
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
   cmd->add_option("--seed", c.seed, "Seed for data subsets, shuffling and initial weights")->capture_default_str();
-  cmd->add_option("--threads", c.threads, "Threads (0 = all cores)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  cmd->add_option("--threads", c.threads, "Threads (0 = all cores)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   cmd->add_option("--metrics-every", c.metrics_every, "Measure collapse metrics every N epochs (and at the last)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
@@ -79,7 +86,8 @@ void register_train_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("train", "Train one model, measuring collapse metrics as it goes");
   auto c = std::make_shared<TrainConfig>();
   add_train_options(cmd, *c);
-  auto out = cmd->add_option("--out", c->out_dir, "Output directory (config.json, metrics.csv, summary.json, checkpoint)");
+  auto out =
+      cmd->add_option("--out", c->out_dir, "Output directory (config.json, metrics.csv, summary.json, checkpoint)");
   auto resume = std::make_shared<std::string>();
   cmd->add_option("--resume", *resume, "Continue the run in DIR from its last checkpoint (its config.json is used)")
       ->excludes(out);

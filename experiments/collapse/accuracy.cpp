@@ -40,7 +40,9 @@ Accuracy accuracy(const ConfusionMatrix& confusion, std::span<const int64_t> min
     total[group] += row;
     acc.per_class.push_back(row > 0 ? static_cast<double>(confusion(c, c)) / static_cast<double>(row) : nan);
   }
-  auto ratio = [&](int64_t num, int64_t den) { return den > 0 ? static_cast<double>(num) / static_cast<double>(den) : nan; };
+  auto ratio = [&](int64_t num, int64_t den) {
+    return den > 0 ? static_cast<double>(num) / static_cast<double>(den) : nan;
+  };
   acc.overall = ratio(correct[0] + correct[1], total[0] + total[1]);
   acc.majority = ratio(correct[0], total[0]);
   acc.minority = ratio(correct[1], total[1]);
@@ -63,7 +65,8 @@ MetricColumns Accuracy::to_columns(const std::string& prefix) const {
   MetricColumns cols{{prefix + "accuracy", overall},
                      {prefix + "accuracy_majority", majority},
                      {prefix + "accuracy_minority", minority}};
-  for (size_t c = 0; c < per_class.size(); ++c) cols.emplace_back(prefix + "accuracy_class_" + std::to_string(c), per_class[c]);
+  for (size_t c = 0; c < per_class.size(); ++c)
+    cols.emplace_back(prefix + "accuracy_class_" + std::to_string(c), per_class[c]);
   return cols;
 }
 

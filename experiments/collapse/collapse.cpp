@@ -62,7 +62,8 @@ CentredMeans centre_means(const ClassMeans& cm, GlobalMean global_mean) {
   }
   out.rows = MatrixD::zeros(kp, d);
   for (int64_t a = 0; a < kp; ++a)
-    for (int64_t j = 0; j < d; ++j) out.rows(a, j) = cm.means(out.present[static_cast<size_t>(a)], j) - out.mu_g[static_cast<size_t>(j)];
+    for (int64_t j = 0; j < d; ++j)
+      out.rows(a, j) = cm.means(out.present[static_cast<size_t>(a)], j) - out.mu_g[static_cast<size_t>(j)];
   return out;
 }
 
@@ -104,10 +105,10 @@ BetweenClassEigen between_class_eigen(const MatrixD& centred) {
 
 // What the blocked pass over the samples accumulates.
 struct SamplePass {
-  double within_trace_sum = 0;  // sum_i ||h_i - mu_{y_i}||^2
-  double nc1_sum = 0;           // sum_i sum_j ((h_i - mu_{y_i}) . v_j)^2 / lambda_j
-  std::vector<int64_t> ncc;     // nearest-class-centre decision per sample
-  std::vector<int64_t> network; // argmax of H W^T + b per sample (when no logits were given)
+  double within_trace_sum = 0;   // sum_i ||h_i - mu_{y_i}||^2
+  double nc1_sum = 0;            // sum_i sum_j ((h_i - mu_{y_i}) . v_j)^2 / lambda_j
+  std::vector<int64_t> ncc;      // nearest-class-centre decision per sample
+  std::vector<int64_t> network;  // argmax of H W^T + b per sample (when no logits were given)
 };
 
 // One pass over H in blocks of rows: centre each row by its class mean (in double), multiply the
@@ -242,7 +243,8 @@ CollapseMetrics collapse_metrics(const CollapseInputs& in) {
   const CentredMeans centred = centre_means(cm, in.global_mean);
   const BetweenClassEigen eig = between_class_eigen(centred.rows);
   const MatrixD w = MatrixD::from_tensor(w_t);
-  const std::vector<double> bias = in.classifier_bias.defined() ? to_doubles(in.classifier_bias) : std::vector<double>{};
+  const std::vector<double> bias =
+      in.classifier_bias.defined() ? to_doubles(in.classifier_bias) : std::vector<double>{};
   const bool have_logits = in.logits.defined();
   const SamplePass pass = sample_pass(h, in.labels, cm, centred, eig, have_logits ? nullptr : &w, bias);
   const std::vector<int64_t> decisions = have_logits ? predictions_from_logits(in.logits) : pass.network;
@@ -298,7 +300,8 @@ CollapseMetrics collapse_metrics(const CollapseInputs& in) {
   m.classifier_norms = w_geo.norms;
   m.class_mean_norms.assign(static_cast<size_t>(k), kNaN);
   for (int64_t a = 0; a < kp; ++a)
-    m.class_mean_norms[static_cast<size_t>(centred.present[static_cast<size_t>(a)])] = means_geo.norms[static_cast<size_t>(a)];
+    m.class_mean_norms[static_cast<size_t>(centred.present[static_cast<size_t>(a)])] =
+        means_geo.norms[static_cast<size_t>(a)];
 
   // NC3 over the present classes' rows of W.
   MatrixD w_present = MatrixD::zeros(kp, d);
@@ -326,7 +329,8 @@ MatrixD within_class_covariance(const Tensor& features, std::span<const int64_t>
     const int64_t rows = std::min(kBlockRows, n - start);
     for (int64_t t = 0; t < rows; ++t) {
       const int64_t y = labels[static_cast<size_t>(start + t)];
-      for (int64_t i = 0; i < d; ++i) block[static_cast<size_t>(t * d + i)] = h.data()[(start + t) * d + i] - cm.means(y, i);
+      for (int64_t i = 0; i < d; ++i)
+        block[static_cast<size_t>(t * d + i)] = h.data()[(start + t) * d + i] - cm.means(y, i);
     }
     // Sigma_W (upper triangle) += block^T block
     cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<blasint>(d), static_cast<blasint>(rows), 1.0,
@@ -395,7 +399,8 @@ MetricColumns CollapseMetrics::to_columns(const std::string& prefix) const {
   add("minority_norm_cov", minority_norm_cov);
   for (size_t c = 0; c < classifier_norms.size(); ++c) add("classifier_norm_" + std::to_string(c), classifier_norms[c]);
   for (size_t c = 0; c < class_mean_norms.size(); ++c) add("class_mean_norm_" + std::to_string(c), class_mean_norms[c]);
-  for (size_t c = 0; c < class_counts.size(); ++c) add("class_count_" + std::to_string(c), static_cast<double>(class_counts[c]));
+  for (size_t c = 0; c < class_counts.size(); ++c)
+    add("class_count_" + std::to_string(c), static_cast<double>(class_counts[c]));
   return cols;
 }
 

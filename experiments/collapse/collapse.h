@@ -33,7 +33,7 @@ using MetricColumns = std::vector<std::pair<std::string, double>>;
 // Where the class means are centred. Papyan et al. use the mean of the class means; Fang et al. the
 // mean of all samples. They agree on balanced data and differ under imbalance.
 enum class GlobalMean { ClassMeans, AllSamples };
-const char* to_string(GlobalMean g);                // "class-means" | "all-samples"
+const char* to_string(GlobalMean g);                  // "class-means" | "all-samples"
 GlobalMean parse_global_mean(std::string_view name);  // the inverse; throws peel::Error otherwise
 
 // ---- Accuracy ----------------------------------------------------------------------------------
@@ -72,13 +72,13 @@ Accuracy accuracy_from_logits(const Tensor& logits, std::span<const int64_t> lab
 // ---- Collapse metrics --------------------------------------------------------------------------
 
 struct CollapseInputs {
-  Tensor features;                           // H: (N, D), any layout
-  std::span<const int64_t> labels;           // N labels in [0, K); viewed, not copied
-  int64_t num_classes = 0;                   // K
-  Tensor classifier_weight;                  // W: (K, D)
-  Tensor classifier_bias;                    // b: (K); optional (undefined: no bias)
-  Tensor logits;                             // the network's outputs (N, K); optional (undefined: H W^T + b)
-  std::vector<int64_t> minority_classes;     // the rest are majority classes
+  Tensor features;                        // H: (N, D), any layout
+  std::span<const int64_t> labels;        // N labels in [0, K); viewed, not copied
+  int64_t num_classes = 0;                // K
+  Tensor classifier_weight;               // W: (K, D)
+  Tensor classifier_bias;                 // b: (K); optional (undefined: no bias)
+  Tensor logits;                          // the network's outputs (N, K); optional (undefined: H W^T + b)
+  std::vector<int64_t> minority_classes;  // the rest are majority classes
   GlobalMean global_mean = GlobalMean::ClassMeans;
 };
 
@@ -94,9 +94,9 @@ struct CollapseMetrics {
   // Under the all-samples centring Sigma_B has rank K in general; its smallest eigenpair is then
   // dropped as well, by the definition above.
   double nc1 = 0;
-  double nc1_trace = 0;           // Tr(Sigma_W Sigma_B^+), without the /K (Papyan's notebook)
-  double within_class_trace = 0;  // Tr(Sigma_W)
-  double between_class_trace = 0; // Tr(Sigma_B)
+  double nc1_trace = 0;            // Tr(Sigma_W Sigma_B^+), without the /K (Papyan's notebook)
+  double within_class_trace = 0;   // Tr(Sigma_W)
+  double between_class_trace = 0;  // Tr(Sigma_B)
 
   // NC2, on the centred class means ("means") and on the rows of W ("classifier"):
   //   equinorm    = std(norms) / mean(norms), std with Bessel's correction (torch.std, Papyan);
@@ -144,8 +144,8 @@ CollapseMetrics collapse_metrics(const CollapseInputs& in);
 // ---- Building blocks, also the slow reference for the tests -----------------------------------
 
 struct ClassMeans {
-  MatrixD means;                // K x D (rows of absent classes are zero)
-  std::vector<int64_t> counts;  // n_c
+  MatrixD means;                    // K x D (rows of absent classes are zero)
+  std::vector<int64_t> counts;      // n_c
   std::vector<double> sample_mean;  // mean of all N features (D)
 };
 ClassMeans class_means(const Tensor& features, std::span<const int64_t> labels, int64_t num_classes);
@@ -163,10 +163,10 @@ double nc1_dense(const Tensor& features, std::span<const int64_t> labels, int64_
 // becomes (O, C*KH*KW).
 struct WeightSpectrum {
   std::vector<double> singular_values;  // descending
-  double rank_tolerance = 0;             // relative: rank counts sigma > rank_tolerance * sigma_max
+  double rank_tolerance = 0;            // relative: rank counts sigma > rank_tolerance * sigma_max
   int64_t rank = 0;
-  int64_t rank_numpy = 0;   // NumPy matrix_rank's default: sigma > sigma_max * max(m, n) * eps_float32
-  double stable_rank = 0;   // ||W||_F^2 / sigma_max^2
+  int64_t rank_numpy = 0;  // NumPy matrix_rank's default: sigma > sigma_max * max(m, n) * eps_float32
+  double stable_rank = 0;  // ||W||_F^2 / sigma_max^2
   // prefix+"rank", prefix+"rank_numpy", prefix+"stable_rank", prefix+"sigma_max", prefix+"sigma_min".
   MetricColumns to_columns(const std::string& prefix = "") const;
 };

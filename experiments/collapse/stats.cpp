@@ -34,7 +34,8 @@ RowGeometry row_geometry(const MatrixD& rows) {
   for (int64_t a = 0; a < n; ++a) g.norms.push_back(std::sqrt(gram(a, a)));
   g.cosines = MatrixD::zeros(n, n);
   for (int64_t a = 0; a < n; ++a)
-    for (int64_t b = 0; b < n; ++b) g.cosines(a, b) = gram(a, b) / (g.norms[static_cast<size_t>(a)] * g.norms[static_cast<size_t>(b)]);
+    for (int64_t b = 0; b < n; ++b)
+      g.cosines(a, b) = gram(a, b) / (g.norms[static_cast<size_t>(a)] * g.norms[static_cast<size_t>(b)]);
   return g;
 }
 

@@ -36,8 +36,8 @@ void LpmProblem::validate() const {
   PEEL_CHECK(classes >= 2 && classes <= 1000, "lpm: the number of classes K must be in [2, 1000], got {}", classes);
   PEEL_CHECK(majority >= 0 && majority <= classes,
              "lpm: the number of majority classes K_A must be in [0, K = {}], got {}", classes, majority);
-  PEEL_CHECK(std::isfinite(ratio) && ratio >= 1, "lpm: the imbalance ratio R = n_A / n_B must be finite and >= 1, got {}",
-             ratio);
+  PEEL_CHECK(std::isfinite(ratio) && ratio >= 1,
+             "lpm: the imbalance ratio R = n_A / n_B must be finite and >= 1, got {}", ratio);
   PEEL_CHECK(positive_finite(e_w), "lpm: E_W must be positive and finite, got {}", e_w);
   PEEL_CHECK(positive_finite(e_h), "lpm: E_H must be positive and finite, got {}", e_h);
   PEEL_CHECK(positive_finite(minority_weight), "lpm: the minority weight w_r must be positive and finite, got {}",
@@ -47,7 +47,8 @@ void LpmProblem::validate() const {
 std::vector<double> LpmProblem::class_weights() const {
   const double scale = reference_scale();
   std::vector<double> pi(static_cast<size_t>(classes));
-  for (int64_t k = 0; k < classes; ++k) pi[static_cast<size_t>(k)] = (k < majority ? 1.0 : minority_weight / ratio) / scale;
+  for (int64_t k = 0; k < classes; ++k)
+    pi[static_cast<size_t>(k)] = (k < majority ? 1.0 : minority_weight / ratio) / scale;
   return pi;
 }
 
@@ -113,7 +114,8 @@ SingleThreadScope::~SingleThreadScope() {
 
 LpmGeometry lpm_geometry(const MatrixD& x, const LpmProblem& problem) {
   const int64_t k_count = problem.classes, n = 2 * k_count, k_a = problem.majority;
-  PEEL_CHECK(x.rows == n && x.cols == n, "lpm_geometry: the Gram matrix must be {}x{}, got {}x{}", n, n, x.rows, x.cols);
+  PEEL_CHECK(x.rows == n && x.cols == n, "lpm_geometry: the Gram matrix must be {}x{}, got {}x{}", n, n, x.rows,
+             x.cols);
   LpmGeometry g;
   g.minority_count = k_count - k_a;
   // Round-off in a Gram entry is ~1e-15 of the largest, so a norm read from X_kk is noise below

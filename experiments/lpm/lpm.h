@@ -127,8 +127,8 @@ struct LpmProjection {
   double lambda_h = 0, lambda_w = 0;
   int64_t eigendecompositions = 0;
 };
-LpmProjection project_lpm_set(const MatrixD& y, int64_t classes, double trace_h, double trace_w,
-                              double lambda_h = 0, double lambda_w = 0);
+LpmProjection project_lpm_set(const MatrixD& y, int64_t classes, double trace_h, double trace_w, double lambda_h = 0,
+                              double lambda_w = 0);
 // The same projection by Dykstra's alternating projections between the PSD cone and the two trace
 // half-spaces: slow (linear rate) but obviously correct; the reference in tests.
 MatrixD project_lpm_set_dykstra(const MatrixD& y, int64_t classes, double trace_h, double trace_w,
@@ -137,8 +137,8 @@ MatrixD project_lpm_set_dykstra(const MatrixD& y, int64_t classes, double trace_
 // ---- The nonconvex program --------------------------------------------------------------------------
 
 struct NonconvexOptions {
-  int64_t feature_dim = 0;         // p; 0 means 2K (the relaxation is exact for p >= 2K)
-  int64_t starts = 4;              // random starts; the best objective wins
+  int64_t feature_dim = 0;  // p; 0 means 2K (the relaxation is exact for p >= 2K)
+  int64_t starts = 4;       // random starts; the best objective wins
   uint64_t seed = 0;
   int64_t max_iterations = 20000;  // per start
   // Stop when the projected-gradient step moves no coordinate by more than this (float32 limits it).
@@ -149,7 +149,7 @@ LpmSolution solve_lpm_nonconvex(const LpmProblem& problem, const NonconvexOption
 // ---- Which solver, and the sweep over R ------------------------------------------------------------
 
 enum class LpmSolver { Sdp, Nonconvex, Both };
-const char* to_string(LpmSolver solver);             // "sdp" | "nonconvex" | "both"
+const char* to_string(LpmSolver solver);            // "sdp" | "nonconvex" | "both"
 LpmSolver parse_lpm_solver(std::string_view name);  // throws peel::Error on anything else
 
 // One value of R. `primary()` is the SDP answer when it was computed (the reference), else the
@@ -168,7 +168,7 @@ LpmPoint solve_lpm(const LpmProblem& problem, LpmSolver solver, const SdpOptions
 std::vector<double> authors_ratio_grid();
 
 struct LpmSweepConfig {
-  LpmProblem problem;                            // `ratio` is ignored; the grid gives R
+  LpmProblem problem;  // `ratio` is ignored; the grid gives R
   std::vector<double> ratios = authors_ratio_grid();
   LpmSolver solver = LpmSolver::Sdp;
   SdpOptions sdp;

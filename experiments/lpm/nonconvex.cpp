@@ -72,7 +72,7 @@ struct StartResult {
 StartResult spectral_projected_gradient(const AutogradObjective& f, std::vector<float> x, double budget_w,
                                         double budget_h, const NonconvexOptions& options) {
   constexpr double kAlphaMin = 1e-10, kAlphaMax = 1e10, kArmijo = 1e-4;
-  constexpr size_t kMemory = 10;  // non-monotone window
+  constexpr size_t kMemory = 10;            // non-monotone window
   constexpr double kResolvable = 4 * 6e-8;  // relative decrease float32 can resolve (4 ulps)
   constexpr int64_t kPatience = 200;
   const size_t half = x.size() / 2;
@@ -157,8 +157,8 @@ LpmSolution solve_lpm_nonconvex(const LpmProblem& problem, const NonconvexOption
   const auto started = std::chrono::steady_clock::now();
   const int64_t k_count = problem.classes;
   const int64_t dim = options.feature_dim > 0 ? options.feature_dim : 2 * k_count;
-  PEEL_CHECK(options.feature_dim >= 0 && dim <= 100000, "solve_lpm_nonconvex: feature dimension p must be in [1, 100000], got {}",
-             options.feature_dim);
+  PEEL_CHECK(options.feature_dim >= 0 && dim <= 100000,
+             "solve_lpm_nonconvex: feature dimension p must be in [1, 100000], got {}", options.feature_dim);
   PEEL_CHECK(options.starts >= 1 && options.max_iterations >= 1 && options.tolerance >= 0,
              "solve_lpm_nonconvex: bad options (starts {}, max_iterations {}, tolerance {})", options.starts,
              options.max_iterations, options.tolerance);

@@ -27,8 +27,8 @@ namespace {
 struct DualPoint {
   double lambda_h = 0, lambda_w = 0;
   Eigh eig;
-  double phi = 0;                          // dual value without the constant (1/2)||Y||^2
-  double residual_h = 0, residual_w = 0;   // tr_H X - a, tr_W X - b
+  double phi = 0;                         // dual value without the constant (1/2)||Y||^2
+  double residual_h = 0, residual_w = 0;  // tr_H X - a, tr_W X - b
 };
 
 DualPoint evaluate_dual(const MatrixD& y, int64_t k_count, double a, double b, double lambda_h, double lambda_w) {
@@ -69,9 +69,12 @@ Curvature dual_curvature(const Eigh& eig, int64_t k_count) {
     for (int64_t j = 0; j < n; ++j) {
       const double dj = eig.values[static_cast<size_t>(j)];
       double gamma;
-      if (di > 0 && dj > 0) gamma = 1;
-      else if (di <= 0 && dj <= 0) continue;
-      else gamma = (std::max(di, 0.0) - std::max(dj, 0.0)) / (di - dj);
+      if (di > 0 && dj > 0)
+        gamma = 1;
+      else if (di <= 0 && dj <= 0)
+        continue;
+      else
+        gamma = (std::max(di, 0.0) - std::max(dj, 0.0)) / (di - dj);
       double a_ij = 0, b_ij = 0;  // (Q^T P_H Q)_ij and (Q^T P_W Q)_ij
       for (int64_t r = 0; r < n; ++r) (r < k_count ? a_ij : b_ij) += q(r, i) * q(r, j);
       m.hh += gamma * a_ij * a_ij;
@@ -119,10 +122,10 @@ void enforce_budget(MatrixD& x, int64_t k_count, bool feature_block, double budg
 
 void check_inputs(const MatrixD& y, int64_t k_count, double a, double b, const char* op) {
   PEEL_CHECK(k_count >= 1 && y.rows == 2 * k_count && y.cols == 2 * k_count,
-             "{}: expected a {}x{} matrix (2K x 2K for K = {}), got {}x{}", op, 2 * k_count, 2 * k_count, k_count, y.rows,
-             y.cols);
-  PEEL_CHECK(std::isfinite(a) && std::isfinite(b) && a >= 0 && b >= 0, "{}: trace budgets must be finite and >= 0, got {} and {}",
-             op, a, b);
+             "{}: expected a {}x{} matrix (2K x 2K for K = {}), got {}x{}", op, 2 * k_count, 2 * k_count, k_count,
+             y.rows, y.cols);
+  PEEL_CHECK(std::isfinite(a) && std::isfinite(b) && a >= 0 && b >= 0,
+             "{}: trace budgets must be finite and >= 0, got {} and {}", op, a, b);
   for (double v : y.values) PEEL_CHECK(std::isfinite(v), "{}: the matrix has a non-finite entry ({})", op, v);
 }
 

@@ -10,9 +10,12 @@ namespace peel {
 
 const char* to_string(LpmSolver solver) {
   switch (solver) {
-    case LpmSolver::Sdp: return "sdp";
-    case LpmSolver::Nonconvex: return "nonconvex";
-    case LpmSolver::Both: return "both";
+    case LpmSolver::Sdp:
+      return "sdp";
+    case LpmSolver::Nonconvex:
+      return "nonconvex";
+    case LpmSolver::Both:
+      return "both";
   }
   return "?";
 }
@@ -61,8 +64,8 @@ LpmSweep lpm_sweep(const LpmSweepConfig& config) {
   for (double ratio : config.ratios) {
     problem.ratio = ratio;
     problem.validate();
-    LpmPoint point = solve_lpm(problem, config.solver, config.sdp, config.nonconvex,
-                               previous.values.empty() ? nullptr : &previous);
+    LpmPoint point =
+        solve_lpm(problem, config.solver, config.sdp, config.nonconvex, previous.values.empty() ? nullptr : &previous);
     if (point.sdp) previous = point.sdp->gram;
     sweep.points.push_back(std::move(point));
   }

@@ -43,9 +43,10 @@ std::string render_svg(const Plot& plot) {
     script += fmt::format("set yrange [{}:{}]\n", std::isnan(plot.y_min) ? "*" : fmt::format("{}", plot.y_min),
                           std::isnan(plot.y_max) ? "*" : fmt::format("{}", plot.y_max));
   for (size_t i = 0; i < plot.vertical_lines.size(); ++i)
-    script += fmt::format("set arrow from {0}, graph 0 to {0}, graph 1 nohead dashtype 2 lc rgb 'gray40'\n"
-                          "set label {1} at {0}, graph 0.95 offset 0.5,0 font ',9'\n",
-                          plot.vertical_lines[i], quoted(plot.vertical_label));
+    script += fmt::format(
+        "set arrow from {0}, graph 0 to {0}, graph 1 nohead dashtype 2 lc rgb 'gray40'\n"
+        "set label {1} at {0}, graph 0.95 offset 0.5,0 font ',9'\n",
+        plot.vertical_lines[i], quoted(plot.vertical_label));
   std::vector<std::string> clauses;
   for (size_t i = 0; i < plot.series.size(); ++i) {
     const Series& s = plot.series[i];
@@ -55,7 +56,8 @@ std::string render_svg(const Plot& plot) {
     for (size_t k = 0; k < s.x.size(); ++k) {
       const double y = s.y[k];
       // Non-finite values and, on log axes, non-positive ones cannot be drawn: leave them out.
-      if (!std::isfinite(y) || !std::isfinite(s.x[k]) || (plot.log_y && y <= 0) || (plot.log_x && s.x[k] <= 0)) continue;
+      if (!std::isfinite(y) || !std::isfinite(s.x[k]) || (plot.log_y && y <= 0) || (plot.log_x && s.x[k] <= 0))
+        continue;
       out << fmt::format("{:.10g} {:.10g}", s.x[k], y);
       if (!s.y_error.empty()) out << fmt::format(" {:.10g}", std::isfinite(s.y_error[k]) ? s.y_error[k] : 0.0);
       out << '\n';
@@ -63,7 +65,8 @@ std::string render_svg(const Plot& plot) {
     }
     if (points == 0) continue;
     if (s.y_error.empty())
-      clauses.push_back(fmt::format("{} using 1:2 with {} lw 2 title {}", quoted(file.string()), s.style, quoted(s.label)));
+      clauses.push_back(
+          fmt::format("{} using 1:2 with {} lw 2 title {}", quoted(file.string()), s.style, quoted(s.label)));
     else
       clauses.push_back(fmt::format("{0} using 1:2:3 with yerrorbars title {1}, {0} using 1:2 with lines lw 2 notitle",
                                     quoted(file.string()), quoted(s.label)));
@@ -81,7 +84,8 @@ std::string render_svg(const Plot& plot) {
   svg << std::ifstream(dir / "plot.svg").rdbuf();
   err << std::ifstream(dir / "gnuplot.err").rdbuf();
   fs::remove_all(dir);
-  PEEL_CHECK(status == 0 && !svg.str().empty(), "plot '{}': gnuplot failed (status {}): {}", plot.title, status, err.str());
+  PEEL_CHECK(status == 0 && !svg.str().empty(), "plot '{}': gnuplot failed (status {}): {}", plot.title, status,
+             err.str());
   std::string text = svg.str();
   // Drop the XML prologue so the SVG can sit inline in HTML.
   if (auto start = text.find("<svg"); start != std::string::npos) text = text.substr(start);

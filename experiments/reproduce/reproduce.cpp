@@ -26,8 +26,8 @@ using nlohmann::json;
 namespace {
 
 struct Run {
-  std::string name;    // directory under runs/
-  std::string label;   // for legends and tables
+  std::string name;   // directory under runs/
+  std::string label;  // for legends and tables
   TrainConfig config;
 };
 
@@ -97,10 +97,12 @@ std::string reproduce_minority_collapse(const ReproduceConfig& rc) {
     runs.push_back(run);
   }
   const double r_max = ratios.back();
-  Run oversample{fmt::format("R{:g}-oversample", r_max), fmt::format("R = {:g}, oversampling x{:g}", r_max, r_max), base};
+  Run oversample{fmt::format("R{:g}-oversample", r_max), fmt::format("R = {:g}, oversampling x{:g}", r_max, r_max),
+                 base};
   oversample.config.ratio = r_max;
   oversample.config.sampler = "oversample";
-  Run reweight{fmt::format("R{:g}-reweight", r_max), fmt::format("R = {:g}, loss reweighting x{:g}", r_max, r_max), base};
+  Run reweight{fmt::format("R{:g}-reweight", r_max), fmt::format("R = {:g}, loss reweighting x{:g}", r_max, r_max),
+               base};
   reweight.config.ratio = r_max;
   reweight.config.class_weights = "inverse";
   runs.push_back(oversample);
@@ -112,7 +114,8 @@ std::string reproduce_minority_collapse(const ReproduceConfig& rc) {
     run.config.out_dir = rc.out_dir + "/runs/" + run.name;
     summaries.push_back(run_once(run, rc.quiet, rc.stop_after_epochs));
     if (summaries.back().empty()) {
-      if (!rc.quiet) fmt::print("stopped after {} epoch(s) of {} (--stop-after); no report\n", rc.stop_after_epochs, run.name);
+      if (!rc.quiet)
+        fmt::print("stopped after {} epoch(s) of {} (--stop-after); no report\n", rc.stop_after_epochs, run.name);
       return {};
     }
   }
@@ -140,11 +143,14 @@ std::string reproduce_minority_collapse(const ReproduceConfig& rc) {
   Report report("Minority Collapse, reproduced with peel");
   report.paragraph(fmt::format(
       "Fang, He, Long and Su (PNAS 2021): with K<sub>A</sub> = 5 majority classes of n<sub>A</sub> training images "
-      "and 5 minority classes of &lfloor;n<sub>A</sub>/R&rfloor;, the minority classifier rows grow parallel as R grows. "
+      "and 5 minority classes of &lfloor;n<sub>A</sub>/R&rfloor;, the minority classifier rows grow parallel as R "
+      "grows. "
       "Scale of these runs: {} on {}, n<sub>A</sub> = {}, {} epochs, batch {}, SGD lr {} (x0.1 at 1/3 and 2/3 of the "
       "epochs), momentum {}, weight decay {}, seed {}. {}",
-      base.model, base.dataset, base.n_major, base.epochs, base.batch, base.lr, base.momentum, base.weight_decay, base.seed,
-      rc.paper ? "This is the paper's protocol." : "The paper uses n<sub>A</sub> = 6000 and 350 epochs (run with --paper)."));
+      base.model, base.dataset, base.n_major, base.epochs, base.batch, base.lr, base.momentum, base.weight_decay,
+      base.seed,
+      rc.paper ? "This is the paper's protocol."
+               : "The paper uses n<sub>A</sub> = 6000 and 350 epochs (run with --paper)."));
 
   std::vector<double> net_r, net_cos, net_cos_std, acc_major, acc_minor;
   for (size_t i = 0; i < ratios.size(); ++i) {
@@ -163,25 +169,37 @@ std::string reproduce_minority_collapse(const ReproduceConfig& rc) {
   cos_plot.series.push_back({"network (no mitigation), mean +- std", net_r, net_cos, "linespoints", net_cos_std});
   cos_plot.series.push_back({"Layer-Peeled Model (true cosine)", lpm_r, lpm_cos, "lines"});
   cos_plot.series.push_back({"Layer-Peeled Model (authors' row cosine)", lpm_r, lpm_row_cos, "lines dashtype 2"});
-  const double over_cos = value_or_nan(summaries[4], "minority_cosine"), rew_cos = value_or_nan(summaries[5], "minority_cosine");
+  const double over_cos = value_or_nan(summaries[4], "minority_cosine"),
+               rew_cos = value_or_nan(summaries[5], "minority_cosine");
   cos_plot.series.push_back({"network, oversampling", {r_max}, {over_cos}, "points pt 7 ps 1.5"});
   cos_plot.series.push_back({"network, reweighting", {r_max}, {rew_cos}, "points pt 5 ps 1.5"});
   const double lpm_mitigated = lpm_cosine_at(r_max, r_max);
   cos_plot.series.push_back({"LPM with minority weight R", {r_max}, {lpm_mitigated}, "points pt 9 ps 1.5"});
-  report.figure(cos_plot, "The y-axis of the paper's Minority Collapse figures. The model's curve uses the authors' "
-                          "constants (K = 10, K<sub>A</sub> = 5, E<sub>H</sub> = 5, E<sub>W</sub> = 1); the network has its own "
-                          "effective norm budgets, so agreement is expected in shape (rise with R) rather than in value.");
+  report.figure(cos_plot,
+                "The y-axis of the paper's Minority Collapse figures. The model's curve uses the authors' "
+                "constants (K = 10, K<sub>A</sub> = 5, E<sub>H</sub> = 5, E<sub>W</sub> = 1); the network has its own "
+                "effective norm budgets, so agreement is expected in shape (rise with R) rather than in value.");
 
-  Plot acc_plot{.title = "Test accuracy against the imbalance ratio", .x_label = "imbalance ratio R",
-                .y_label = "test accuracy", .log_x = true};
+  Plot acc_plot{.title = "Test accuracy against the imbalance ratio",
+                .x_label = "imbalance ratio R",
+                .y_label = "test accuracy",
+                .log_x = true};
   acc_plot.y_min = 0;
   acc_plot.y_max = 1.02;
   acc_plot.series.push_back({"majority classes", net_r, acc_major});
   acc_plot.series.push_back({"minority classes", net_r, acc_minor});
-  acc_plot.series.push_back({"minority, oversampling", {r_max}, {value_or_nan(summaries[4], "test_accuracy_minority")}, "points pt 7 ps 1.5"});
-  acc_plot.series.push_back({"minority, reweighting", {r_max}, {value_or_nan(summaries[5], "test_accuracy_minority")}, "points pt 5 ps 1.5"});
-  acc_plot.series.push_back({"majority, oversampling", {r_max}, {value_or_nan(summaries[4], "test_accuracy_majority")}, "points pt 6 ps 1.5"});
-  acc_plot.series.push_back({"majority, reweighting", {r_max}, {value_or_nan(summaries[5], "test_accuracy_majority")}, "points pt 4 ps 1.5"});
+  acc_plot.series.push_back({"minority, oversampling",
+                             {r_max},
+                             {value_or_nan(summaries[4], "test_accuracy_minority")},
+                             "points pt 7 ps 1.5"});
+  acc_plot.series.push_back(
+      {"minority, reweighting", {r_max}, {value_or_nan(summaries[5], "test_accuracy_minority")}, "points pt 5 ps 1.5"});
+  acc_plot.series.push_back({"majority, oversampling",
+                             {r_max},
+                             {value_or_nan(summaries[4], "test_accuracy_majority")},
+                             "points pt 6 ps 1.5"});
+  acc_plot.series.push_back(
+      {"majority, reweighting", {r_max}, {value_or_nan(summaries[5], "test_accuracy_majority")}, "points pt 4 ps 1.5"});
   report.figure(acc_plot, "Majority and minority test accuracy on the full, balanced test set.");
 
   // Collapse metrics against epoch, one line per run.
@@ -195,32 +213,40 @@ std::string reproduce_minority_collapse(const ReproduceConfig& rc) {
   std::vector<RunMetrics> metrics;
   for (const Run& run : runs) metrics.push_back(read_run_metrics(run.config.out_dir));
   for (const auto& [column, title] : nc_panels) {
-    Plot p{.title = title + " against epoch", .x_label = "epoch", .y_label = column,
+    Plot p{.title = title + " against epoch",
+           .x_label = "epoch",
+           .y_label = column,
            .log_y = column == "nc1" || column == "nc4" || column == "nc3"};
-    for (size_t i = 0; i < runs.size(); ++i) p.series.push_back({runs[i].label, metrics[i]["epoch"], metrics[i][column]});
+    for (size_t i = 0; i < runs.size(); ++i)
+      p.series.push_back({runs[i].label, metrics[i]["epoch"], metrics[i][column]});
     report.figure(p, "");
   }
 
   // How far the model is from the network, per R.
-  std::string agreement = "<table><tr><th>R</th><th>network minority cosine</th><th>LPM minority cosine</th><th>difference</th></tr>";
+  std::string agreement =
+      "<table><tr><th>R</th><th>network minority cosine</th><th>LPM minority cosine</th><th>difference</th></tr>";
   for (size_t i = 0; i < ratios.size(); ++i) {
     const double model_cos = lpm_cosine_at(ratios[i], 1.0);
-    agreement += fmt::format("<tr><td>{:g}</td><td>{:.3f}</td><td>{:.3f}</td><td>{:+.3f}</td></tr>", ratios[i], net_cos[i],
-                             model_cos, net_cos[i] - model_cos);
+    agreement += fmt::format("<tr><td>{:g}</td><td>{:.3f}</td><td>{:.3f}</td><td>{:+.3f}</td></tr>", ratios[i],
+                             net_cos[i], model_cos, net_cos[i] - model_cos);
   }
-  agreement += fmt::format("<tr><td>{:g}, weight {:g}</td><td>{:.3f} (oversampling), {:.3f} (reweighting)</td><td>{:.3f}</td><td></td></tr></table>",
-                           r_max, r_max, over_cos, rew_cos, lpm_mitigated);
+  agreement += fmt::format(
+      "<tr><td>{:g}, weight {:g}</td><td>{:.3f} (oversampling), {:.3f} "
+      "(reweighting)</td><td>{:.3f}</td><td></td></tr></table>",
+      r_max, r_max, over_cos, rew_cos, lpm_mitigated);
   report.section("The Layer-Peeled Model beside the network", agreement);
   if (plain_lpm.collapse_ratio)
-    report.paragraph(fmt::format("In the model, the minority rows collapse (cosine above 1 - 10<sup>-3</sup>) from R = {:.4g} on the "
-                                 "authors' grid.", *plain_lpm.collapse_ratio));
+    report.paragraph(fmt::format(
+        "In the model, the minority rows collapse (cosine above 1 - 10<sup>-3</sup>) from R = {:.4g} on the "
+        "authors' grid.",
+        *plain_lpm.collapse_ratio));
 
   std::vector<std::string> labels;
   for (const Run& run : runs) labels.push_back(run.label);
   report.summary_table(labels, summaries,
-                       {"train_accuracy", "test_accuracy", "test_accuracy_majority", "test_accuracy_minority", "minority_cosine",
-                        "minority_cosine_std", "majority_cosine", "nc1", "nc2_equinorm", "nc2_equiangular", "nc2_maxangle", "nc3",
-                        "nc4", "wall_seconds"});
+                       {"train_accuracy", "test_accuracy", "test_accuracy_majority", "test_accuracy_minority",
+                        "minority_cosine", "minority_cosine_std", "majority_cosine", "nc1", "nc2_equinorm",
+                        "nc2_equiangular", "nc2_maxangle", "nc3", "nc4", "wall_seconds"});
   const std::string path = rc.out_dir + "/report.html";
   report.write(path);
   if (!rc.quiet) fmt::print("report written to {}\n", path);
@@ -258,18 +284,22 @@ std::string reproduce_neural_collapse(const ReproduceConfig& rc) {
     }
 
   Report report("Neural collapse, reproduced with peel");
-  report.paragraph(fmt::format(
-      "Papyan, Han and Donoho (PNAS 2020): trained past zero training error, the penultimate features collapse to their "
-      "class means (NC1), the centred means form a simplex ETF (NC2), the classifier aligns with them (NC3) and the network "
-      "decides like the nearest class centre (NC4). Scale: {} on {}, {} training images per class, {} epochs, batch {}, SGD lr "
-      "{} (x0.1 at 1/3 and 2/3), momentum {}, weight decay {}, seed {}; metrics on the training set every epoch, centred on the "
-      "mean of the class means. {}",
-      c.model, c.dataset, c.n_major > 0 ? std::to_string(c.n_major) : std::string("all"), c.epochs, c.batch, c.lr, c.momentum,
-      c.weight_decay, c.seed,
-      tpt.empty() ? "Training error did not reach zero in this run."
-                  : fmt::format("Training error first reached zero at epoch {:g} (dashed line).", tpt[0])));
-  auto panel = [&](const std::string& title, const std::string& y_label, std::vector<std::pair<std::string, std::string>> cols,
-                   bool log_y) {
+  report.paragraph(
+      fmt::format("Papyan, Han and Donoho (PNAS 2020): trained past zero training error, the penultimate features "
+                  "collapse to their "
+                  "class means (NC1), the centred means form a simplex ETF (NC2), the classifier aligns with them "
+                  "(NC3) and the network "
+                  "decides like the nearest class centre (NC4). Scale: {} on {}, {} training images per class, {} "
+                  "epochs, batch {}, SGD lr "
+                  "{} (x0.1 at 1/3 and 2/3), momentum {}, weight decay {}, seed {}; metrics on the training set every "
+                  "epoch, centred on the "
+                  "mean of the class means. {}",
+                  c.model, c.dataset, c.n_major > 0 ? std::to_string(c.n_major) : std::string("all"), c.epochs, c.batch,
+                  c.lr, c.momentum, c.weight_decay, c.seed,
+                  tpt.empty() ? "Training error did not reach zero in this run."
+                              : fmt::format("Training error first reached zero at epoch {:g} (dashed line).", tpt[0])));
+  auto panel = [&](const std::string& title, const std::string& y_label,
+                   std::vector<std::pair<std::string, std::string>> cols, bool log_y) {
     Plot p{.title = title, .x_label = "epoch", .y_label = y_label, .log_x = true, .log_y = log_y};
     p.vertical_lines = tpt;
     p.vertical_label = "zero train error";
@@ -278,16 +308,18 @@ std::string reproduce_neural_collapse(const ReproduceConfig& rc) {
   };
   panel("Accuracy", "accuracy", {{"train_accuracy", "train"}, {"test_accuracy", "test"}}, false);
   panel("NC1: within-class variability collapse", "Tr(Sigma_W Sigma_B^+)/K", {{"nc1", "NC1"}}, true);
-  panel("NC2: equinorm", "std/mean of norms", {{"nc2_equinorm_means", "class means"}, {"nc2_equinorm_classifier", "classifier rows"}}, true);
+  panel("NC2: equinorm", "std/mean of norms",
+        {{"nc2_equinorm_means", "class means"}, {"nc2_equinorm_classifier", "classifier rows"}}, true);
   panel("NC2: equiangularity", "std of pairwise cosines",
         {{"nc2_equiangular_means", "class means"}, {"nc2_equiangular_classifier", "classifier rows"}}, true);
-  panel("NC2: maximal angle", "mean |cos + 1/(K-1)|", {{"nc2_maxangle_means", "class means"}, {"nc2_maxangle_classifier", "classifier rows"}}, true);
+  panel("NC2: maximal angle", "mean |cos + 1/(K-1)|",
+        {{"nc2_maxangle_means", "class means"}, {"nc2_maxangle_classifier", "classifier rows"}}, true);
   panel("NC3: self-duality", "||W/||W|| - M/||M|| ||^2", {{"nc3", "NC3"}}, true);
   panel("NC4: agreement with nearest class centre", "fraction of mismatches", {{"nc4", "NC4"}}, true);
   report.summary_table({"balanced"}, {summary},
                        {"train_accuracy", "test_accuracy", "nc1", "nc2_equinorm_means", "nc2_equinorm_classifier",
-                        "nc2_equiangular_means", "nc2_equiangular_classifier", "nc2_maxangle_means", "nc2_maxangle_classifier", "nc3",
-                        "nc4", "wall_seconds"});
+                        "nc2_equiangular_means", "nc2_equiangular_classifier", "nc2_maxangle_means",
+                        "nc2_maxangle_classifier", "nc3", "nc4", "wall_seconds"});
   const std::string path = rc.out_dir + "/report.html";
   report.write(path);
   if (!rc.quiet) fmt::print("report written to {}\n", path);

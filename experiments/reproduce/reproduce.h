@@ -9,11 +9,11 @@ namespace peel {
 struct ReproduceConfig {
   std::string out_dir;
   std::string data_dir = "data";
-  std::string dataset;   // empty: the experiment's default
-  std::string model;     // empty: the experiment's default
-  bool paper = false;    // the paper's own protocol (hours to days on a CPU)
-  int64_t epochs = 0;    // 0: the experiment's default
-  int64_t n_major = 0;   // 0: the experiment's default
+  std::string dataset;  // empty: the experiment's default
+  std::string model;    // empty: the experiment's default
+  bool paper = false;   // the paper's own protocol (hours to days on a CPU)
+  int64_t epochs = 0;   // 0: the experiment's default
+  int64_t n_major = 0;  // 0: the experiment's default
   int threads = 0;
   uint64_t seed = 666;
   bool quiet = false;

@@ -10,7 +10,8 @@ namespace peel {
 namespace {
 std::string clock_text(double seconds) {
   const auto s = static_cast<int64_t>(seconds + 0.5);
-  return s >= 3600 ? fmt::format("{}:{:02d}:{:02d}", s / 3600, s / 60 % 60, s % 60) : fmt::format("{:d}:{:02d}", s / 60, s % 60);
+  return s >= 3600 ? fmt::format("{}:{:02d}:{:02d}", s / 3600, s / 60 % 60, s % 60)
+                   : fmt::format("{:d}:{:02d}", s / 60, s % 60);
 }
 }  // namespace
 
@@ -43,9 +44,9 @@ void Progress::step(int64_t epoch, int64_t step, double loss, double accuracy, i
   constexpr int kWidth = 24;
   const int filled = static_cast<int>(kWidth * (step + 1) / std::max<int64_t>(steps_per_epoch_, 1));
   std::fprintf(stdout, "\r\033[Kepoch %lld/%lld [%s%s] %lld/%lld loss %.4f acc %.2f%% %.0f img/s ETA %s",
-               static_cast<long long>(epoch + 1), static_cast<long long>(total_epochs_), std::string(filled, '#').c_str(),
-               std::string(kWidth - filled, '.').c_str(), static_cast<long long>(step + 1),
-               static_cast<long long>(steps_per_epoch_), loss, 100 * accuracy,
+               static_cast<long long>(epoch + 1), static_cast<long long>(total_epochs_),
+               std::string(filled, '#').c_str(), std::string(kWidth - filled, '.').c_str(),
+               static_cast<long long>(step + 1), static_cast<long long>(steps_per_epoch_), loss, 100 * accuracy,
                static_cast<double>(epoch_images_) / std::max(epoch_seconds, 1e-9), clock_text(eta).c_str());
   std::fflush(stdout);
 }

@@ -38,8 +38,8 @@
 #include <utility>
 #include <vector>
 
-#include "tensor/conv/direct_kernels.h"
 #include "tensor/conv/backends.h"
+#include "tensor/conv/direct_kernels.h"
 #include "tensor/error.h"
 #include "tensor/threads.h"
 

@@ -1,12 +1,11 @@
 // The convolution dispatcher: shape checks, backend names and default, and the bias gradient.
 // The backends live in conv/reference.cpp, conv/im2col.cpp, conv/direct*.cpp and conv/onednn.cpp.
-#include "tensor/conv/conv.h"
-
 #include <atomic>
 #include <cstdlib>
 #include <vector>
 
 #include "tensor/conv/backends.h"
+#include "tensor/conv/conv.h"
 #include "tensor/error.h"
 #include "tensor/ops.h"
 #include "tensor/simd/kernels.h"

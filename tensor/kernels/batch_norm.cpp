@@ -91,8 +91,8 @@ void batch_grad_sums(const float* g, const float* x, const float* y, bool mask, 
         const int64_t r0 = rb * b.rows_per_block, rows = std::min(b.rows_per_block, M - r0);
         std::fill(p1 + rb * C + c0, p1 + rb * C + c1, 0.0);
         std::fill(p2 + rb * C + c0, p2 + rb * C + c1, 0.0);
-        rows_grad_sums(g + r0 * C, x + r0 * C, mask ? y + r0 * C : nullptr, mask, rows, C, c0, c1, center,
-                       p1 + rb * C, p2 + rb * C);
+        rows_grad_sums(g + r0 * C, x + r0 * C, mask ? y + r0 * C : nullptr, mask, rows, C, c0, c1, center, p1 + rb * C,
+                       p2 + rb * C);
       }
     });
     for (int64_t c = 0; c < C; ++c) {
@@ -128,9 +128,8 @@ void batch_grad_sums(const float* g, const float* x, const float* y, bool mask, 
 void apply_affine(const float* x, float* out, const ChannelLayout& L, const AffineCoefficients& k, bool relu) {
   const int64_t C = L.C, S = L.S;
   if (L.rows) {
-    parallel_for(L.N * S, std::max<int64_t>(1, kElementsPerTask / C), [&](int64_t r0, int64_t r1) {
-      rows_affine(x + r0 * C, out + r0 * C, r1 - r0, C, k, relu);
-    });
+    parallel_for(L.N * S, std::max<int64_t>(1, kElementsPerTask / C),
+                 [&](int64_t r0, int64_t r1) { rows_affine(x + r0 * C, out + r0 * C, r1 - r0, C, k, relu); });
     return;
   }
   parallel_for(L.N * C, std::max<int64_t>(1, kElementsPerTask / S), [&](int64_t p0, int64_t p1) {
@@ -192,8 +191,7 @@ BatchNormGrads backward_with(const BackwardOperands& o, const Tensor& gamma, boo
 }  // namespace
 
 Tensor batch_norm_train_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
-                                Tensor& running_var, float momentum, float eps, BatchNormSaved& saved,
-                                bool fuse_relu) {
+                                Tensor& running_var, float momentum, float eps, BatchNormSaved& saved, bool fuse_relu) {
   const char* op = "batch_norm_train_forward";
   const ChannelLayout L = channel_layout(x, op);
   const int64_t C = L.C, M = L.N * L.S;
@@ -251,8 +249,7 @@ Tensor batch_norm_eval_forward(const Tensor& x, const Tensor& gamma, const Tenso
   const int64_t C = L.C;
   if (gamma.defined()) check_channel_vector(gamma, C, x, op, "gamma");
   if (beta.defined()) check_channel_vector(beta, C, x, op, "beta");
-  PEEL_CHECK(running_mean.defined() && running_var.defined(), "{}: eval mode needs running_mean and running_var",
-             op);
+  PEEL_CHECK(running_mean.defined() && running_var.defined(), "{}: eval mode needs running_mean and running_var", op);
   check_channel_vector(running_mean, C, x, op, "running_mean");
   check_channel_vector(running_var, C, x, op, "running_var");
 
@@ -310,8 +307,7 @@ BatchNormGrads batch_norm_eval_backward(const Tensor& grad_y, const Tensor& x, c
   const BackwardOperands o = backward_operands(grad_y, x, y, fuse_relu, op);
   const int64_t C = o.L.C;
   if (gamma.defined()) check_channel_vector(gamma, C, x, op, "gamma");
-  PEEL_CHECK(running_mean.defined() && running_var.defined(), "{}: eval mode needs running_mean and running_var",
-             op);
+  PEEL_CHECK(running_mean.defined() && running_var.defined(), "{}: eval mode needs running_mean and running_var", op);
   check_channel_vector(running_mean, C, x, op, "running_mean");
   check_channel_vector(running_var, C, x, op, "running_var");
 

@@ -48,9 +48,8 @@ BackwardOperands backward_operands(const Tensor& grad_y, const Tensor& x, const 
   PEEL_CHECK(grad_y.defined() && grad_y.shape() == x.shape(), "{}: grad_y has shape {} but x has shape {}", op,
              grad_y.defined() ? to_string(grad_y.shape()) : "undefined", to_string(x.shape()));
   if (need_y) {
-    PEEL_CHECK(y.defined() && y.shape() == x.shape(),
-               "{}: fused ReLU needs the forward output y of shape {}, got {}", op, to_string(x.shape()),
-               y.defined() ? to_string(y.shape()) : "undefined");
+    PEEL_CHECK(y.defined() && y.shape() == x.shape(), "{}: fused ReLU needs the forward output y of shape {}, got {}",
+               op, to_string(x.shape()), y.defined() ? to_string(y.shape()) : "undefined");
     o.y = to_layout(y, o.L);
   }
   o.x = to_layout(x, o.L);
@@ -246,8 +245,8 @@ void plane_sums(const Terms& terms, int64_t S, double k, double& s1, double& s2)
 
 }  // namespace
 
-void rows_shifted_sums(const float* x, int64_t rows, int64_t C, int64_t c0, int64_t c1, const double* shift,
-                       double* s1, double* s2) {
+void rows_shifted_sums(const float* x, int64_t rows, int64_t C, int64_t c0, int64_t c1, const double* shift, double* s1,
+                       double* s2) {
   rows_sums(ShiftedTerms{x}, rows, C, c0, c1, shift, s1, s2);
 }
 
@@ -332,8 +331,8 @@ void rows_input_grad(const float* g, const float* x, const float* y, bool mask, 
   rows_input_grad_impl<false>(g, x, y, dx, rows, C, k.A, k.B, k.center, k.K);
 }
 
-void plane_input_grad(const float* g, const float* x, const float* y, bool mask, float* dx, int64_t S, float A,
-                      float B, float center, float K) {
+void plane_input_grad(const float* g, const float* x, const float* y, bool mask, float* dx, int64_t S, float A, float B,
+                      float center, float K) {
   if (mask) return plane_input_grad_impl<true>(g, x, y, dx, S, A, B, center, K);
   plane_input_grad_impl<false>(g, x, y, dx, S, A, B, center, K);
 }

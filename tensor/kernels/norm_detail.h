@@ -37,8 +37,7 @@ struct BackwardOperands {
   ChannelLayout L;
   Tensor x, g, y;
 };
-BackwardOperands backward_operands(const Tensor& grad_y, const Tensor& x, const Tensor& y, bool need_y,
-                                   const char* op);
+BackwardOperands backward_operands(const Tensor& grad_y, const Tensor& x, const Tensor& y, bool need_y, const char* op);
 
 // A scratch buffer of n doubles from the caching allocator; `holder` keeps it alive.
 double* scratch_doubles(Tensor& holder, int64_t n);
@@ -54,8 +53,8 @@ RowBlocking row_blocking(int64_t rows, int64_t C);
 
 // ---- Inner loops (x rows have leading dimension C; channel range [c0, c1)) -------------------
 // s1[c] += sum_r (x[r,c] - shift[c]);  s2[c] += sum_r (x[r,c] - shift[c])^2
-void rows_shifted_sums(const float* x, int64_t rows, int64_t C, int64_t c0, int64_t c1, const double* shift,
-                       double* s1, double* s2);
+void rows_shifted_sums(const float* x, int64_t rows, int64_t C, int64_t c0, int64_t c1, const double* shift, double* s1,
+                       double* s2);
 // The same over one plane of S contiguous values with a scalar shift (s1, s2 are set, not added).
 void plane_shifted_sums(const float* x, int64_t S, double shift, double& s1, double& s2);
 
@@ -82,7 +81,7 @@ struct BackwardCoefficients {
 };
 void rows_input_grad(const float* g, const float* x, const float* y, bool mask, float* dx, int64_t rows, int64_t C,
                      const BackwardCoefficients& k);
-void plane_input_grad(const float* g, const float* x, const float* y, bool mask, float* dx, int64_t S, float A,
-                      float B, float center, float K);
+void plane_input_grad(const float* g, const float* x, const float* y, bool mask, float* dx, int64_t S, float A, float B,
+                      float center, float K);
 
 }  // namespace peel::nn_detail

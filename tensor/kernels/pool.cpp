@@ -51,8 +51,8 @@ Window window(const PoolShape& s, const Pool2dGeometry& g, int64_t oh, int64_t o
 PoolShape pool_shape(const Shape& x, const Pool2dGeometry& g, const char* op) {
   PEEL_CHECK(x.size() == 4, "{}: needs a 4-d input (N,C,H,W), got shape {}", op, to_string(x));
   PEEL_CHECK(g.kernel > 0 && g.stride > 0 && g.padding >= 0,
-             "{}: kernel and stride must be positive and padding non-negative, got kernel={} stride={} padding={}",
-             op, g.kernel, g.stride, g.padding);
+             "{}: kernel and stride must be positive and padding non-negative, got kernel={} stride={} padding={}", op,
+             g.kernel, g.stride, g.padding);
   PEEL_CHECK(2 * g.padding <= g.kernel, "{}: padding must be at most half the kernel, got kernel={} padding={}", op,
              g.kernel, g.padding);
   PEEL_CHECK(x[2] + 2 * g.padding >= g.kernel && x[3] + 2 * g.padding >= g.kernel,
@@ -75,8 +75,8 @@ Tensor max_pool2d_forward(const Tensor& x, const Pool2dGeometry& g, std::vector<
   const char* op = "max_pool2d_forward";
   PEEL_CHECK(x.defined(), "{}: input is undefined", op);
   const PoolShape s = pool_shape(x.shape(), g, op);
-  PEEL_CHECK(s.H * s.W <= std::numeric_limits<int32_t>::max(), "{}: input plane {}x{} too large for int32 indices",
-             op, s.H, s.W);
+  PEEL_CHECK(s.H * s.W <= std::numeric_limits<int32_t>::max(), "{}: input plane {}x{} too large for int32 indices", op,
+             s.H, s.W);
   const int64_t N = s.N, C = s.C, H = s.H, W = s.W, OH = s.OH, OW = s.OW;
   argmax.resize(static_cast<size_t>(N * C * OH * OW));
   int32_t* idx_out = argmax.data();
@@ -183,25 +183,24 @@ Tensor max_pool2d_backward(const Tensor& grad_y, const std::vector<int32_t>& arg
     float* gxd = gx.data();
     std::atomic<bool> bad{false};
     // One task per sample: windows may overlap, and all outputs of a sample stay in its task.
-    parallel_for(N, std::max<int64_t>(1, kElementsPerTask / std::max<int64_t>(1, HW * C)),
-                 [&](int64_t n0, int64_t n1) {
-                   for (int64_t n = n0; n < n1; ++n) {
-                     float* gxn = gxd + n * HW * C;
-                     std::fill(gxn, gxn + HW * C, 0.f);
-                     for (int64_t o = 0; o < OH * OW; ++o) {
-                       const float* gyo = gy + (n * OH * OW + o) * C;
-                       const int32_t* io = idx + n * C * OH * OW + o;
-                       for (int64_t c = 0; c < C; ++c) {
-                         const int64_t k = io[c * OH * OW];
-                         if (k < 0 || k >= HW) {
-                           bad.store(true, std::memory_order_relaxed);
-                           continue;
-                         }
-                         gxn[k * C + c] += gyo[c];
-                       }
-                     }
-                   }
-                 });
+    parallel_for(N, std::max<int64_t>(1, kElementsPerTask / std::max<int64_t>(1, HW * C)), [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n) {
+        float* gxn = gxd + n * HW * C;
+        std::fill(gxn, gxn + HW * C, 0.f);
+        for (int64_t o = 0; o < OH * OW; ++o) {
+          const float* gyo = gy + (n * OH * OW + o) * C;
+          const int32_t* io = idx + n * C * OH * OW + o;
+          for (int64_t c = 0; c < C; ++c) {
+            const int64_t k = io[c * OH * OW];
+            if (k < 0 || k >= HW) {
+              bad.store(true, std::memory_order_relaxed);
+              continue;
+            }
+            gxn[k * C + c] += gyo[c];
+          }
+        }
+      }
+    });
     PEEL_CHECK(!bad.load(), "{}: argmax holds an index outside the {}x{} input plane", op, H, W);
     return gx;
   }
@@ -286,10 +285,9 @@ Tensor avg_pool2d_forward(const Tensor& x, const Pool2dGeometry& g) {
 Tensor avg_pool2d_backward(const Tensor& grad_y, const Shape& x_shape, const Pool2dGeometry& g) {
   const char* op = "avg_pool2d_backward";
   const PoolShape s = pool_shape(x_shape, g, op);
-  PEEL_CHECK(grad_y.defined() && grad_y.shape() == output_shape(s),
-             "{}: grad_y has shape {} but input shape {} pools to {}", op,
-             grad_y.defined() ? to_string(grad_y.shape()) : "undefined", to_string(x_shape),
-             to_string(output_shape(s)));
+  PEEL_CHECK(
+      grad_y.defined() && grad_y.shape() == output_shape(s), "{}: grad_y has shape {} but input shape {} pools to {}",
+      op, grad_y.defined() ? to_string(grad_y.shape()) : "undefined", to_string(x_shape), to_string(output_shape(s)));
   const int64_t N = s.N, C = s.C, H = s.H, W = s.W, OH = s.OH, OW = s.OW;
 
   if (use_channels_last(grad_y)) {
@@ -352,19 +350,18 @@ Tensor global_avg_pool_forward(const Tensor& x) {
 
   if (use_channels_last(x)) {
     const float* xd = x.data();
-    parallel_for(N, std::max<int64_t>(1, kElementsPerTask / std::max<int64_t>(1, HW * C)),
-                 [&](int64_t n0, int64_t n1) {
-                   Tensor hold = Tensor::empty({2 * C});  // C doubles
-                   double* __restrict acc = reinterpret_cast<double*>(hold.data());
-                   for (int64_t n = n0; n < n1; ++n) {
-                     std::fill(acc, acc + C, 0.0);
-                     for (int64_t s = 0; s < HW; ++s) {
-                       const float* __restrict p = xd + (n * HW + s) * C;
-                       for (int64_t c = 0; c < C; ++c) acc[c] += p[c];
-                     }
-                     for (int64_t c = 0; c < C; ++c) yd[n * C + c] = static_cast<float>(acc[c] * inv);
-                   }
-                 });
+    parallel_for(N, std::max<int64_t>(1, kElementsPerTask / std::max<int64_t>(1, HW * C)), [&](int64_t n0, int64_t n1) {
+      Tensor hold = Tensor::empty({2 * C});  // C doubles
+      double* __restrict acc = reinterpret_cast<double*>(hold.data());
+      for (int64_t n = n0; n < n1; ++n) {
+        std::fill(acc, acc + C, 0.0);
+        for (int64_t s = 0; s < HW; ++s) {
+          const float* __restrict p = xd + (n * HW + s) * C;
+          for (int64_t c = 0; c < C; ++c) acc[c] += p[c];
+        }
+        for (int64_t c = 0; c < C; ++c) yd[n * C + c] = static_cast<float>(acc[c] * inv);
+      }
+    });
     return y;
   }
 
@@ -400,14 +397,13 @@ Tensor global_avg_pool_backward(const Tensor& grad_y, const Shape& x_shape, bool
   if (channels_last) {
     Tensor gx = Tensor::empty_channels_last(x_shape);
     float* gxd = gx.data();
-    parallel_for(N, std::max<int64_t>(1, kElementsPerTask / std::max<int64_t>(1, HW * C)),
-                 [&](int64_t n0, int64_t n1) {
-                   for (int64_t n = n0; n < n1; ++n)
-                     for (int64_t s = 0; s < HW; ++s) {
-                       float* __restrict p = gxd + (n * HW + s) * C;
-                       for (int64_t c = 0; c < C; ++c) p[c] = gy[n * C + c] / count;
-                     }
-                 });
+    parallel_for(N, std::max<int64_t>(1, kElementsPerTask / std::max<int64_t>(1, HW * C)), [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n)
+        for (int64_t s = 0; s < HW; ++s) {
+          float* __restrict p = gxd + (n * HW + s) * C;
+          for (int64_t c = 0; c < C; ++c) p[c] = gy[n * C + c] / count;
+        }
+    });
     return gx;
   }
   Tensor gx = Tensor::empty(x_shape);

@@ -13,11 +13,21 @@ namespace peel::simd {
 enum class Isa { kBaseline, kAvx2, kAvx512 };
 
 enum class UnaryOp {
-  kCopy, kNeg, kExp, kLog, kSqrt, kRsqrt, kAbs, kRelu, kSigmoid, kTanh, kSquare,
-  kPowScalar,   // x^p0
-  kClamp,       // min(max(x, p0), p1)
-  kAffine,      // p0 * x + p1
-  kFill,        // p0 (x ignored)
+  kCopy,
+  kNeg,
+  kExp,
+  kLog,
+  kSqrt,
+  kRsqrt,
+  kAbs,
+  kRelu,
+  kSigmoid,
+  kTanh,
+  kSquare,
+  kPowScalar,  // x^p0
+  kClamp,      // min(max(x, p0), p1)
+  kAffine,     // p0 * x + p1
+  kFill,       // p0 (x ignored)
 };
 
 enum class BinaryOp { kAdd, kSub, kMul, kDiv, kMax, kMin, kEq, kNe, kLt, kLe, kGt, kGe, kPow };
@@ -29,11 +39,10 @@ struct KernelTable {
   // y[i] = op(x[i]; p0, p1)
   void (*unary)(UnaryOp op, int64_t n, const float* x, int64_t sx, float* y, int64_t sy, float p0, float p1);
   // y[i] = op(a[i], b[i])
-  void (*binary)(BinaryOp op, int64_t n, const float* a, int64_t sa, const float* b, int64_t sb, float* y,
-                 int64_t sy);
+  void (*binary)(BinaryOp op, int64_t n, const float* a, int64_t sa, const float* b, int64_t sb, float* y, int64_t sy);
   // y[i] = c[i] != 0 ? a[i] : b[i]
-  void (*where)(int64_t n, const float* c, int64_t sc, const float* a, int64_t sa, const float* b, int64_t sb,
-                float* y, int64_t sy);
+  void (*where)(int64_t n, const float* c, int64_t sc, const float* a, int64_t sa, const float* b, int64_t sb, float* y,
+                int64_t sy);
   // y[i] += alpha * x[i]
   void (*axpy)(int64_t n, float alpha, const float* x, int64_t sx, float* y, int64_t sy);
   // op over x[0..n); sum uses several vector accumulators (blocked summation)

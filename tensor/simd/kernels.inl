@@ -171,17 +171,28 @@ inline vf bool_to_float(vi mask) { return select(mask, splat(1.f), splat(0.f)); 
 
 inline vf apply_unary(UnaryOp op, vf x, float p0, float p1) {
   switch (op) {
-    case UnaryOp::kCopy: return x;
-    case UnaryOp::kNeg: return -x;
-    case UnaryOp::kExp: return v_exp(x);
-    case UnaryOp::kLog: return v_log(x);
-    case UnaryOp::kSqrt: return v_sqrt(x);
-    case UnaryOp::kRsqrt: return 1.f / v_sqrt(x);
-    case UnaryOp::kAbs: return vabs(x);
-    case UnaryOp::kRelu: return select(x > 0.f, x, splat(0.f));
-    case UnaryOp::kSigmoid: return v_sigmoid(x);
-    case UnaryOp::kTanh: return v_tanh(x);
-    case UnaryOp::kSquare: return x * x;
+    case UnaryOp::kCopy:
+      return x;
+    case UnaryOp::kNeg:
+      return -x;
+    case UnaryOp::kExp:
+      return v_exp(x);
+    case UnaryOp::kLog:
+      return v_log(x);
+    case UnaryOp::kSqrt:
+      return v_sqrt(x);
+    case UnaryOp::kRsqrt:
+      return 1.f / v_sqrt(x);
+    case UnaryOp::kAbs:
+      return vabs(x);
+    case UnaryOp::kRelu:
+      return select(x > 0.f, x, splat(0.f));
+    case UnaryOp::kSigmoid:
+      return v_sigmoid(x);
+    case UnaryOp::kTanh:
+      return v_tanh(x);
+    case UnaryOp::kSquare:
+      return x * x;
     case UnaryOp::kPowScalar:
       if (p0 == 2.f) return x * x;
       if (p0 == 1.f) return x;
@@ -191,27 +202,42 @@ inline vf apply_unary(UnaryOp op, vf x, float p0, float p1) {
       const vf lo = select(x < p0, splat(p0), x);
       return select(lo > p1, splat(p1), lo);
     }
-    case UnaryOp::kAffine: return x * p0 + p1;
-    case UnaryOp::kFill: return splat(p0);
+    case UnaryOp::kAffine:
+      return x * p0 + p1;
+    case UnaryOp::kFill:
+      return splat(p0);
   }
   return x;
 }
 
 inline vf apply_binary(BinaryOp op, vf a, vf b) {
   switch (op) {
-    case BinaryOp::kAdd: return a + b;
-    case BinaryOp::kSub: return a - b;
-    case BinaryOp::kMul: return a * b;
-    case BinaryOp::kDiv: return a / b;
-    case BinaryOp::kMax: return select((a > b) | (a != a), a, b);  // NaN propagates, as in torch.maximum
-    case BinaryOp::kMin: return select((a < b) | (a != a), a, b);
-    case BinaryOp::kEq: return bool_to_float(a == b);
-    case BinaryOp::kNe: return bool_to_float(a != b);
-    case BinaryOp::kLt: return bool_to_float(a < b);
-    case BinaryOp::kLe: return bool_to_float(a <= b);
-    case BinaryOp::kGt: return bool_to_float(a > b);
-    case BinaryOp::kGe: return bool_to_float(a >= b);
-    case BinaryOp::kPow: return v_pow(a, b);
+    case BinaryOp::kAdd:
+      return a + b;
+    case BinaryOp::kSub:
+      return a - b;
+    case BinaryOp::kMul:
+      return a * b;
+    case BinaryOp::kDiv:
+      return a / b;
+    case BinaryOp::kMax:
+      return select((a > b) | (a != a), a, b);  // NaN propagates, as in torch.maximum
+    case BinaryOp::kMin:
+      return select((a < b) | (a != a), a, b);
+    case BinaryOp::kEq:
+      return bool_to_float(a == b);
+    case BinaryOp::kNe:
+      return bool_to_float(a != b);
+    case BinaryOp::kLt:
+      return bool_to_float(a < b);
+    case BinaryOp::kLe:
+      return bool_to_float(a <= b);
+    case BinaryOp::kGt:
+      return bool_to_float(a > b);
+    case BinaryOp::kGe:
+      return bool_to_float(a >= b);
+    case BinaryOp::kPow:
+      return v_pow(a, b);
   }
   return a;
 }
@@ -233,13 +259,11 @@ void binary(BinaryOp op, int64_t n, const float* a, int64_t sa, const float* b, 
   int64_t i = 0;
   if (sy == 1 && (sa == 1 || sa == 0) && (sb == 1 || sb == 0)) {
     const vf a0 = splat(*a), b0 = splat(*b);
-    for (; i + W <= n; i += W)
-      store(y + i, apply_binary(op, sa ? load(a + i) : a0, sb ? load(b + i) : b0));
+    for (; i + W <= n; i += W) store(y + i, apply_binary(op, sa ? load(a + i) : a0, sb ? load(b + i) : b0));
   }
   for (; i < n; i += W) {
     const int count = static_cast<int>(n - i < W ? n - i : W);
-    scatter(y + i * sy, sy, count,
-            apply_binary(op, gather(a + i * sa, sa, count), gather(b + i * sb, sb, count)));
+    scatter(y + i * sy, sy, count, apply_binary(op, gather(a + i * sa, sa, count), gather(b + i * sb, sb, count)));
   }
 }
 
@@ -266,9 +290,12 @@ void axpy(int64_t n, float alpha, const float* x, int64_t sx, float* y, int64_t 
 inline float horizontal(ReduceOp op, vf v) {
   float r = v[0];
   for (int i = 1; i < W; ++i) {
-    if (op == ReduceOp::kSum) r += v[i];
-    else if (op == ReduceOp::kMax) r = (v[i] > r || v[i] != v[i]) ? v[i] : r;
-    else r = (v[i] < r || v[i] != v[i]) ? v[i] : r;
+    if (op == ReduceOp::kSum)
+      r += v[i];
+    else if (op == ReduceOp::kMax)
+      r = (v[i] > r || v[i] != v[i]) ? v[i] : r;
+    else
+      r = (v[i] < r || v[i] != v[i]) ? v[i] : r;
   }
   return r;
 }

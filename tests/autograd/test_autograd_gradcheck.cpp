@@ -34,7 +34,9 @@ using Vars = std::vector<Variable>;
 
 }  // namespace
 
-TEST(Gradcheck, Add) { EXPECT_GRADCHECK([](const Vars& v) { return add(v[0], v[1]); }, rand_t({3, 4}, 1), rand_t({3, 4}, 2)); }
+TEST(Gradcheck, Add) {
+  EXPECT_GRADCHECK([](const Vars& v) { return add(v[0], v[1]); }, rand_t({3, 4}, 1), rand_t({3, 4}, 2));
+}
 TEST(Gradcheck, AddBroadcastRight) {
   EXPECT_GRADCHECK([](const Vars& v) { return add(v[0], v[1]); }, rand_t({3, 4}, 1), rand_t({4}, 2));
 }
@@ -51,20 +53,42 @@ TEST(Gradcheck, Div) {
   EXPECT_GRADCHECK([](const Vars& v) { return div(v[0], v[1]); }, rand_t({3, 4}, 1), positive({1, 4}, 2));
 }
 TEST(Gradcheck, MaximumMinimum) {
-  EXPECT_GRADCHECK([](const Vars& v) { return add(maximum(v[0], v[1]), minimum(v[0], v[1]) * 2.f); },
-                   rand_t({5, 4}, 1), rand_t({5, 4}, 7));
+  EXPECT_GRADCHECK([](const Vars& v) { return add(maximum(v[0], v[1]), minimum(v[0], v[1]) * 2.f); }, rand_t({5, 4}, 1),
+                   rand_t({5, 4}, 7));
 }
-TEST(Gradcheck, Neg) { EXPECT_GRADCHECK([](const Vars& v) { return neg(v[0]); }, rand_t({6}, 1)); }
-TEST(Gradcheck, Exp) { EXPECT_GRADCHECK([](const Vars& v) { return exp(v[0]); }, rand_t({3, 5}, 1)); }
-TEST(Gradcheck, Log) { EXPECT_GRADCHECK([](const Vars& v) { return log(v[0]); }, positive({3, 5}, 1)); }
-TEST(Gradcheck, Sqrt) { EXPECT_GRADCHECK([](const Vars& v) { return sqrt(v[0]); }, positive({3, 5}, 1)); }
-TEST(Gradcheck, Rsqrt) { EXPECT_GRADCHECK([](const Vars& v) { return rsqrt(v[0]); }, positive({3, 5}, 1)); }
-TEST(Gradcheck, Abs) { EXPECT_GRADCHECK([](const Vars& v) { return abs(v[0]); }, away_from_zero({4, 5}, 1)); }
-TEST(Gradcheck, Relu) { EXPECT_GRADCHECK([](const Vars& v) { return relu(v[0]); }, away_from_zero({4, 5}, 1)); }
-TEST(Gradcheck, Sigmoid) { EXPECT_GRADCHECK([](const Vars& v) { return sigmoid(v[0]); }, rand_t({4, 5}, 1, -3, 3)); }
-TEST(Gradcheck, Tanh) { EXPECT_GRADCHECK([](const Vars& v) { return tanh(v[0]); }, rand_t({4, 5}, 1, -2, 2)); }
-TEST(Gradcheck, Square) { EXPECT_GRADCHECK([](const Vars& v) { return square(v[0]); }, rand_t({4, 5}, 1)); }
-TEST(Gradcheck, PowScalar) { EXPECT_GRADCHECK([](const Vars& v) { return pow(v[0], 2.5f); }, positive({4, 5}, 1)); }
+TEST(Gradcheck, Neg) {
+  EXPECT_GRADCHECK([](const Vars& v) { return neg(v[0]); }, rand_t({6}, 1));
+}
+TEST(Gradcheck, Exp) {
+  EXPECT_GRADCHECK([](const Vars& v) { return exp(v[0]); }, rand_t({3, 5}, 1));
+}
+TEST(Gradcheck, Log) {
+  EXPECT_GRADCHECK([](const Vars& v) { return log(v[0]); }, positive({3, 5}, 1));
+}
+TEST(Gradcheck, Sqrt) {
+  EXPECT_GRADCHECK([](const Vars& v) { return sqrt(v[0]); }, positive({3, 5}, 1));
+}
+TEST(Gradcheck, Rsqrt) {
+  EXPECT_GRADCHECK([](const Vars& v) { return rsqrt(v[0]); }, positive({3, 5}, 1));
+}
+TEST(Gradcheck, Abs) {
+  EXPECT_GRADCHECK([](const Vars& v) { return abs(v[0]); }, away_from_zero({4, 5}, 1));
+}
+TEST(Gradcheck, Relu) {
+  EXPECT_GRADCHECK([](const Vars& v) { return relu(v[0]); }, away_from_zero({4, 5}, 1));
+}
+TEST(Gradcheck, Sigmoid) {
+  EXPECT_GRADCHECK([](const Vars& v) { return sigmoid(v[0]); }, rand_t({4, 5}, 1, -3, 3));
+}
+TEST(Gradcheck, Tanh) {
+  EXPECT_GRADCHECK([](const Vars& v) { return tanh(v[0]); }, rand_t({4, 5}, 1, -2, 2));
+}
+TEST(Gradcheck, Square) {
+  EXPECT_GRADCHECK([](const Vars& v) { return square(v[0]); }, rand_t({4, 5}, 1));
+}
+TEST(Gradcheck, PowScalar) {
+  EXPECT_GRADCHECK([](const Vars& v) { return pow(v[0], 2.5f); }, positive({4, 5}, 1));
+}
 TEST(Gradcheck, Clamp) {
   // Values kept away from the clamp boundaries, where the derivative jumps.
   EXPECT_GRADCHECK([](const Vars& v) { return clamp(v[0], -0.5f, 0.5f); },
@@ -77,7 +101,9 @@ TEST(Gradcheck, Where) {
   Tensor cond = Tensor::from_vector({1, 0, 1, 0, 0, 1}, {2, 3});
   EXPECT_GRADCHECK([cond](const Vars& v) { return where(cond, v[0], v[1]); }, rand_t({2, 3}, 1), rand_t({3}, 2));
 }
-TEST(Gradcheck, SumAllAxes) { EXPECT_GRADCHECK([](const Vars& v) { return sum(v[0]); }, rand_t({2, 3, 4}, 1)); }
+TEST(Gradcheck, SumAllAxes) {
+  EXPECT_GRADCHECK([](const Vars& v) { return sum(v[0]); }, rand_t({2, 3, 4}, 1));
+}
 TEST(Gradcheck, SumSeveralAxes) {
   EXPECT_GRADCHECK([](const Vars& v) { return sum(v[0], {0, 2}); }, rand_t({2, 3, 4}, 1));
 }
@@ -88,28 +114,46 @@ TEST(Gradcheck, MeanSeveralAxes) {
   EXPECT_GRADCHECK([](const Vars& v) { return mean(v[0], {1, 2}); }, rand_t({2, 3, 4}, 1));
 }
 TEST(Gradcheck, VarUnbiasedAndBiased) {
-  EXPECT_GRADCHECK([](const Vars& v) { return add(var(v[0], {1}), var(v[0], {0, 1}, false, false)); },
-                   rand_t({3, 5}, 1));
+  EXPECT_GRADCHECK(
+      [](const Vars& v) {
+        return add(var(v[0], {1}), var(v[0], {0, 1}, false, false));
+      },
+      rand_t({3, 5}, 1));
 }
 TEST(Gradcheck, MaxMin) {
-  EXPECT_GRADCHECK([](const Vars& v) { return add(sum(max(v[0], {1})), sum(min(v[0], {0}, true))); }, rand_t({3, 5}, 3));
+  EXPECT_GRADCHECK([](const Vars& v) { return add(sum(max(v[0], {1})), sum(min(v[0], {0}, true))); },
+                   rand_t({3, 5}, 3));
 }
-TEST(Gradcheck, Logsumexp) { EXPECT_GRADCHECK([](const Vars& v) { return logsumexp(v[0], {1}); }, rand_t({3, 5}, 1, -3, 3)); }
-TEST(Gradcheck, Softmax) { EXPECT_GRADCHECK([](const Vars& v) { return softmax(v[0], 1); }, rand_t({3, 5}, 1, -3, 3)); }
+TEST(Gradcheck, Logsumexp) {
+  EXPECT_GRADCHECK([](const Vars& v) { return logsumexp(v[0], {1}); }, rand_t({3, 5}, 1, -3, 3));
+}
+TEST(Gradcheck, Softmax) {
+  EXPECT_GRADCHECK([](const Vars& v) { return softmax(v[0], 1); }, rand_t({3, 5}, 1, -3, 3));
+}
 TEST(Gradcheck, LogSoftmax) {
   EXPECT_GRADCHECK([](const Vars& v) { return log_softmax(v[0], 0); }, rand_t({4, 3}, 1, -3, 3));
 }
-TEST(Gradcheck, Reshape) { EXPECT_GRADCHECK([](const Vars& v) { return reshape(v[0], {6, 2}); }, rand_t({3, 4}, 1)); }
-TEST(Gradcheck, Flatten) { EXPECT_GRADCHECK([](const Vars& v) { return flatten(v[0]); }, rand_t({2, 3, 2}, 1)); }
+TEST(Gradcheck, Reshape) {
+  EXPECT_GRADCHECK([](const Vars& v) { return reshape(v[0], {6, 2}); }, rand_t({3, 4}, 1));
+}
+TEST(Gradcheck, Flatten) {
+  EXPECT_GRADCHECK([](const Vars& v) { return flatten(v[0]); }, rand_t({2, 3, 2}, 1));
+}
 TEST(Gradcheck, Permute) {
   EXPECT_GRADCHECK([](const Vars& v) { return permute(v[0], {2, 0, 1}); }, rand_t({2, 3, 4}, 1));
 }
-TEST(Gradcheck, Transpose) { EXPECT_GRADCHECK([](const Vars& v) { return transpose(v[0], 0, 1); }, rand_t({2, 5}, 1)); }
+TEST(Gradcheck, Transpose) {
+  EXPECT_GRADCHECK([](const Vars& v) { return transpose(v[0], 0, 1); }, rand_t({2, 5}, 1));
+}
 TEST(Gradcheck, SliceWithStep) {
   EXPECT_GRADCHECK([](const Vars& v) { return slice(v[0], 1, 1, 6, 2); }, rand_t({3, 7}, 1));
 }
-TEST(Gradcheck, Select) { EXPECT_GRADCHECK([](const Vars& v) { return select(v[0], 1, 2); }, rand_t({3, 4}, 1)); }
-TEST(Gradcheck, Expand) { EXPECT_GRADCHECK([](const Vars& v) { return expand(v[0], {4, 3, 2}); }, rand_t({3, 1}, 1)); }
+TEST(Gradcheck, Select) {
+  EXPECT_GRADCHECK([](const Vars& v) { return select(v[0], 1, 2); }, rand_t({3, 4}, 1));
+}
+TEST(Gradcheck, Expand) {
+  EXPECT_GRADCHECK([](const Vars& v) { return expand(v[0], {4, 3, 2}); }, rand_t({3, 1}, 1));
+}
 TEST(Gradcheck, UnsqueezeSqueeze) {
   EXPECT_GRADCHECK([](const Vars& v) { return squeeze(unsqueeze(v[0], 1), 1) * v[0]; }, rand_t({3, 2}, 1));
 }

@@ -1,8 +1,6 @@
 // Data sets in memory: normalisation values, fitting to 32x32, loading from files in the on-disk
 // layout of `peel fetch`, subsets, and the synthetic Gaussian mixture.
 #include <gtest/gtest.h>
-
-#include "tests/support/temp_files.h"
 #include <unistd.h>
 #include <zlib.h>
 
@@ -14,6 +12,7 @@
 #include "datasets/formats/idx.h"
 #include "datasets/synthetic.h"
 #include "tensor/error.h"
+#include "tests/support/temp_files.h"
 
 using namespace peel;
 using namespace peel::data;
@@ -99,7 +98,8 @@ TEST(Dataset, LoadsMnistLayoutFromDisk) {
   const Bytes label_bytes = read_file(labels.string());
   gzFile gz = gzopen((labels.string() + ".gz").c_str(), "wb");
   ASSERT_NE(gz, nullptr);
-  ASSERT_EQ(gzwrite(gz, label_bytes.data(), static_cast<unsigned>(label_bytes.size())), static_cast<int>(label_bytes.size()));
+  ASSERT_EQ(gzwrite(gz, label_bytes.data(), static_cast<unsigned>(label_bytes.size())),
+            static_cast<int>(label_bytes.size()));
   ASSERT_EQ(gzclose(gz), Z_OK);
   fs::remove(labels);
   EXPECT_EQ(load_dataset("mnist", "test", dir.path.string()).labels[9], 9);

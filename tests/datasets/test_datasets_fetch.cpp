@@ -2,8 +2,6 @@
 // damage detection, failure reports, mirrors. The actual downloads (official locations, npm) are
 // exercised by running `peel fetch all`; see docs/datasets.md.
 #include <gtest/gtest.h>
-
-#include "tests/support/temp_files.h"
 #include <unistd.h>
 
 #include <cstdlib>
@@ -14,6 +12,7 @@
 #include "datasets/fetch.h"
 #include "datasets/file_io.h"
 #include "tensor/error.h"
+#include "tests/support/temp_files.h"
 
 using namespace peel;
 using namespace peel::data;
@@ -45,8 +44,8 @@ TEST(Fetch, AdoptsOfficialMnistFilesWithoutDownloading) {
   if (!dataset_is_complete("mnist", data_dir())) GTEST_SKIP() << "mnist not fetched into " << data_dir();
   TempDir dir;
   fs::create_directories(dir.path / "mnist");
-  for (const char* f : {"train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                        "t10k-labels-idx1-ubyte"})
+  for (const char* f :
+       {"train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"})
     fs::copy_file(fs::path(data_dir()) / "mnist" / f, dir.path / "mnist" / f);
   const FetchOptions offline{.try_official = false, .try_npm = false};
   std::ostringstream log;
@@ -70,8 +69,8 @@ TEST(Fetch, NamesAndDefaults) {
   std::ostringstream log;
   EXPECT_THROW(fetch_dataset("imagenet", "unused", log), Error);
   TempDir dir;
-  const std::string error =
-      error_of([&] { fetch_dataset("fashion-mnist", dir.path.string(), log, {.try_official = false, .try_npm = false}); });
+  const std::string error = error_of(
+      [&] { fetch_dataset("fashion-mnist", dir.path.string(), log, {.try_official = false, .try_npm = false}); });
   EXPECT_NE(error.find("every source failed"), std::string::npos) << error;
   EXPECT_FALSE(dataset_is_complete("fashion-mnist", dir.path.string()));
   EXPECT_EQ(fetchable_datasets(), (std::vector<std::string>{"mnist", "fashion-mnist", "cifar10"}));

@@ -1,19 +1,18 @@
 // Readers on files with known content, written by the tests into a temporary directory.
 #include <gtest/gtest.h>
-
-#include "tests/support/temp_files.h"
 #include <unistd.h>
 #include <zlib.h>
 
 #include <filesystem>
 #include <string>
 
+#include "datasets/file_io.h"
 #include "datasets/formats/cifar.h"
 #include "datasets/formats/fashion_json.h"
-#include "datasets/file_io.h"
 #include "datasets/formats/idx.h"
 #include "datasets/raw_images.h"
 #include "tensor/error.h"
+#include "tests/support/temp_files.h"
 
 using namespace peel;
 using namespace peel::data;
@@ -238,7 +237,8 @@ TEST(FashionJson, SplitIsDeterministicAndFollowsTheRule) {
   std::vector<ClassImages> classes(3);
   for (int k = 0; k < 3; ++k) {
     classes[k].count = 4;
-    for (int i = 0; i < 4; ++i) classes[k].pixels.insert(classes[k].pixels.end(), 784, static_cast<uint8_t>(10 * k + i));
+    for (int i = 0; i < 4; ++i)
+      classes[k].pixels.insert(classes[k].pixels.end(), 784, static_cast<uint8_t>(10 * k + i));
   }
   const TrainTest a = fashion_split(classes, 3, 4, 99), b = fashion_split(classes, 3, 4, 99);
   EXPECT_EQ(a.train.pixels, b.train.pixels);
@@ -302,13 +302,15 @@ TEST(RawImages, BilinearResizeMatchesPillow) {
       "d499633465b27c41f1b6805182cf9951";
   RawImages in{1, 1, 28, 28, {}, {0}};
   for (int y = 0; y < 28; ++y)
-    for (int x = 0; x < 28; ++x) in.pixels.push_back(static_cast<uint8_t>((x * 37 + y * 101 + ((x * y) % 17) * 13) % 256));
+    for (int x = 0; x < 28; ++x)
+      in.pixels.push_back(static_cast<uint8_t>((x * 37 + y * 101 + ((x * y) % 17) * 13) % 256));
   const RawImages out = resize_bilinear(in, 32, 32);
   ASSERT_EQ(out.pixels.size(), 1024u);
   int mismatches = 0;
   for (size_t i = 0; i < 1024; ++i) {
     const int want = std::stoi(expected_hex.substr(2 * i, 2), nullptr, 16);
-    if (out.pixels[i] != want && mismatches++ < 5) ADD_FAILURE() << "pixel " << i << ": " << int(out.pixels[i]) << " != " << want;
+    if (out.pixels[i] != want && mismatches++ < 5)
+      ADD_FAILURE() << "pixel " << i << ": " << int(out.pixels[i]) << " != " << want;
   }
   EXPECT_EQ(mismatches, 0);
 }

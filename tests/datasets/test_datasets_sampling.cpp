@@ -146,8 +146,8 @@ TEST(Samplers, OversamplingMultiplicitiesAreExact) {
   EXPECT_NE(s.epoch_indices(0), s.epoch_indices(1));
   // The copies are spread over the epoch, not appended.
   const std::vector<int64_t> e = s.epoch_indices(0);
-  const int64_t minority_in_first_half =
-      std::count_if(e.begin(), e.begin() + static_cast<std::ptrdiff_t>(e.size() / 2), [&](int64_t i) { return labels[i] >= 7; });
+  const int64_t minority_in_first_half = std::count_if(e.begin(), e.begin() + static_cast<std::ptrdiff_t>(e.size() / 2),
+                                                       [&](int64_t i) { return labels[i] >= 7; });
   EXPECT_NEAR(static_cast<double>(minority_in_first_half), 450.0, 60.0);
   EXPECT_EQ(OversamplingSampler(labels, minority, 1, 5).epoch_size(), 300);
   EXPECT_THROW(OversamplingSampler(labels, minority, 0, 5), Error);
@@ -225,8 +225,8 @@ TEST(Loader, BackgroundEqualsSynchronousAndRepeatsAcrossRuns) {
   so.height = so.width = 8;
   const Dataset d = make_synthetic(so, "train");
   auto sampler = std::make_shared<OversamplingSampler>(d.labels, std::vector<int64_t>{8, 9}, 3, 9);
-  const LoaderOptions base{.batch_size = 32, .random_crop = true, .crop_padding = 2, .horizontal_flip = true,
-                           .seed = 4};
+  const LoaderOptions base{
+      .batch_size = 32, .random_crop = true, .crop_padding = 2, .horizontal_flip = true, .seed = 4};
   LoaderOptions sync = base;
   sync.prefetch = 0;
   LoaderOptions deep = base;
@@ -258,8 +258,12 @@ TEST(Loader, BackgroundEqualsSynchronousAndRepeatsAcrossRuns) {
 TEST(Loader, CropAndFlipFollowTheDocumentedDraws) {
   const Dataset d = numbered_dataset(8, 2, 5, 6);
   auto sampler = std::make_shared<SequentialSampler>(8);
-  const LoaderOptions o{.batch_size = 8, .random_crop = true, .crop_padding = 2, .horizontal_flip = true,
-                        .seed = 77, .channels_last = false};
+  const LoaderOptions o{.batch_size = 8,
+                        .random_crop = true,
+                        .crop_padding = 2,
+                        .horizontal_flip = true,
+                        .seed = 77,
+                        .channels_last = false};
   Loader loader(d, sampler, o);
   const std::vector<Batch> e = whole_epoch(loader, 3);
   ASSERT_EQ(e.size(), 1u);

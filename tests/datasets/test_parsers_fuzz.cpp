@@ -2,20 +2,19 @@
 // peel::Error, never crash, hang or throw anything else. CI runs this under AddressSanitizer and
 // UndefinedBehaviorSanitizer (PEEL_SANITIZE=ON), which turn any out-of-bounds access into a failure.
 #include <gtest/gtest.h>
-
-#include "tests/support/temp_files.h"
 #include <zlib.h>
 
 #include <functional>
 #include <iostream>
 #include <string>
 
+#include "datasets/file_io.h"
 #include "datasets/formats/cifar.h"
 #include "datasets/formats/fashion_json.h"
-#include "datasets/file_io.h"
 #include "datasets/formats/idx.h"
 #include "tensor/error.h"
 #include "tensor/random.h"
+#include "tests/support/temp_files.h"
 
 using namespace peel;
 using namespace peel::data;
@@ -36,8 +35,8 @@ void feed(const Parser& parse, const Bytes& input, Tally& tally, const std::stri
   } catch (const Error&) {
     ++tally.rejected;
   } catch (const std::exception& e) {
-    ADD_FAILURE() << what << ": non-peel exception " << typeid(e).name() << ": " << e.what() << " on "
-                  << input.size() << " bytes";
+    ADD_FAILURE() << what << ": non-peel exception " << typeid(e).name() << ": " << e.what() << " on " << input.size()
+                  << " bytes";
   }
 }
 
@@ -60,10 +59,14 @@ Tally fuzz(const Parser& parse, const Bytes& valid, int mutations, int randoms, 
       const int64_t span = gen.uniform() < 0.5f ? std::min<int64_t>(32, b.size()) : static_cast<int64_t>(b.size());
       const int64_t at = gen.randint(span);
       const int64_t kind = gen.randint(4);
-      if (kind == 0) b[at] = static_cast<uint8_t>(gen.randint(256));
-      else if (kind == 1) b[at] ^= static_cast<uint8_t>(1 << gen.randint(8));
-      else if (kind == 2) b[at] = gen.uniform() < 0.5f ? 0x00 : 0xff;
-      else b.insert(b.begin() + at, static_cast<uint8_t>(gen.randint(256)));
+      if (kind == 0)
+        b[at] = static_cast<uint8_t>(gen.randint(256));
+      else if (kind == 1)
+        b[at] ^= static_cast<uint8_t>(1 << gen.randint(8));
+      else if (kind == 2)
+        b[at] = gen.uniform() < 0.5f ? 0x00 : 0xff;
+      else
+        b.insert(b.begin() + at, static_cast<uint8_t>(gen.randint(256)));
     }
     if (gen.uniform() < 0.3f) b.resize(static_cast<size_t>(gen.randint(static_cast<int64_t>(b.size()) + 1)));
     feed(parse, b, tally, what);
@@ -72,10 +75,12 @@ Tally fuzz(const Parser& parse, const Bytes& valid, int mutations, int randoms, 
     Bytes b(static_cast<size_t>(gen.randint(600)));
     for (uint8_t& v : b) v = static_cast<uint8_t>(gen.randint(256));
     // Some random inputs get a plausible start so they reach the deeper checks.
-    if (!b.empty() && gen.uniform() < 0.5f) std::copy_n(valid.begin(), std::min(b.size(), std::min<size_t>(16, valid.size())), b.begin());
+    if (!b.empty() && gen.uniform() < 0.5f)
+      std::copy_n(valid.begin(), std::min(b.size(), std::min<size_t>(16, valid.size())), b.begin());
     feed(parse, b, tally, what);
   }
-  std::cout << what << ": " << tally.accepted << " inputs accepted, " << tally.rejected << " rejected with peel::Error\n";
+  std::cout << what << ": " << tally.accepted << " inputs accepted, " << tally.rejected
+            << " rejected with peel::Error\n";
   return tally;
 }
 

@@ -1,12 +1,11 @@
 // The peel program end to end: a training run killed with SIGKILL and resumed ends with exactly
 // the numbers of an uninterrupted run; bad flags fail with a clear message and a non-zero exit.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <fcntl.h>
 
 #include <chrono>
 #include <filesystem>
@@ -58,9 +57,9 @@ int run(const std::vector<std::string>& args, std::string* output = nullptr) {
 }
 
 std::vector<std::string> train_args(const fs::path& out) {
-  return {kPeel, "train", "--dataset", "synthetic", "--model", "small_cnn", "--majority", "5", "--n-major", "120",
-          "--ratio", "10", "--epochs", "6", "--batch", "32", "--lr", "0.05", "--threads", "2", "--metrics-every", "2",
-          "--out", out.string()};
+  return {kPeel,       "train", "--dataset", "synthetic", "--model",         "small_cnn", "--majority", "5",
+          "--n-major", "120",   "--ratio",   "10",        "--epochs",        "6",         "--batch",    "32",
+          "--lr",      "0.05",  "--threads", "2",         "--metrics-every", "2",         "--out",      out.string()};
 }
 
 std::string read(const fs::path& p) {
@@ -110,9 +109,9 @@ TEST(CliTrain, WritesConfigMetricsSummaryAndCheckpoint) {
   for (const char* f : {"config.json", "metrics.csv", "summary.json", "checkpoint.peel", "spectra.json"})
     EXPECT_TRUE(fs::exists(out / f)) << f;
   nlohmann::json summary = nlohmann::json::parse(read(out / "summary.json"));
-  for (const char* key : {"train_accuracy", "test_accuracy", "test_accuracy_majority", "test_accuracy_minority",
-                          "minority_cosine", "majority_cosine", "nc1", "nc2_equinorm", "nc2_equiangular", "nc2_maxangle",
-                          "nc3", "nc4"})
+  for (const char* key :
+       {"train_accuracy", "test_accuracy", "test_accuracy_majority", "test_accuracy_minority", "minority_cosine",
+        "majority_cosine", "nc1", "nc2_equinorm", "nc2_equiangular", "nc2_maxangle", "nc3", "nc4"})
     EXPECT_TRUE(summary.contains(key)) << key;
   nlohmann::json config = nlohmann::json::parse(read(out / "config.json"));
   EXPECT_EQ(config["global_mean"], "all-samples");

@@ -30,7 +30,8 @@ Tensor features_at_means(const std::vector<std::vector<float>>& rows, const std:
   const int64_t d = static_cast<int64_t>(offset.size());
   std::vector<float> v;
   for (int64_t y : labels)
-    for (int64_t j = 0; j < d; ++j) v.push_back(rows[static_cast<size_t>(y)][static_cast<size_t>(j)] + offset[static_cast<size_t>(j)]);
+    for (int64_t j = 0; j < d; ++j)
+      v.push_back(rows[static_cast<size_t>(y)][static_cast<size_t>(j)] + offset[static_cast<size_t>(j)]);
   return Tensor::from_vector(v, {static_cast<int64_t>(labels.size()), d});
 }
 
@@ -64,8 +65,14 @@ TEST(Collapse, SimplexEtfWithoutSpreadIsFullyCollapsed) {
       std::vector<std::vector<float>> w_rows = etf;
       for (auto& r : w_rows)
         for (float& x : r) x *= w_scale;
-      CollapseInputs in{features_at_means(etf, labels, {0, 0, 0, 0, 5.f, -3.f}), labels, k, rows_tensor(w_rows),
-                        Tensor::zeros({k}), Tensor(), {2, 3}, gm};
+      CollapseInputs in{features_at_means(etf, labels, {0, 0, 0, 0, 5.f, -3.f}),
+                        labels,
+                        k,
+                        rows_tensor(w_rows),
+                        Tensor::zeros({k}),
+                        Tensor(),
+                        {2, 3},
+                        gm};
       const CollapseMetrics m = collapse_metrics(in);
       EXPECT_EQ(m.classes_present, k);
       EXPECT_NEAR(m.nc1, 0.0, 1e-12);
@@ -126,8 +133,9 @@ TEST(Collapse, KnownImbalancedConfiguration) {
   for (int64_t c = 0; c < k; ++c)
     for (int64_t j = 0; j < k; ++j) w[c][j] = ((c == j ? 1.f : 0.f) - 0.25f) * (c >= 2 ? 0.5f : 1.f);
 
-  CollapseInputs in{Tensor::from_vector(h, {n, d}), labels, k, rows_tensor(w), Tensor(),
-                    Tensor::from_vector(logits, {n, k}), {2, 3}, GlobalMean::ClassMeans};
+  CollapseInputs in{
+      Tensor::from_vector(h, {n, d}), labels, k, rows_tensor(w), Tensor(), Tensor::from_vector(logits, {n, k}), {2, 3},
+      GlobalMean::ClassMeans};
   const CollapseMetrics papyan = collapse_metrics(in);
   in.global_mean = GlobalMean::AllSamples;
   const CollapseMetrics fang = collapse_metrics(in);
@@ -243,12 +251,13 @@ TEST(Collapse, AbsentClassIsExcludedFromFeatureMetrics) {
   const std::vector<int64_t> labels{0, 0, 1, 1, 2, 2};
   const Tensor features = Tensor::from_vector({1, 0, 1, 0, 0, 1, 0, 1, -1, -1, -1, -1}, {6, 2});
   const Tensor w = Tensor::from_vector({1, 0, 0, 1, -1, -1, 1, 1}, {4, 2});
-  const CollapseMetrics m = collapse_metrics({features, labels, 4, w, Tensor(), Tensor(), {2, 3}, GlobalMean::ClassMeans});
+  const CollapseMetrics m =
+      collapse_metrics({features, labels, 4, w, Tensor(), Tensor(), {2, 3}, GlobalMean::ClassMeans});
   EXPECT_EQ(m.classes_present, 3);
   EXPECT_EQ(m.class_counts, (std::vector<int64_t>{2, 2, 2, 0}));
   EXPECT_TRUE(std::isnan(m.class_mean_norms[3]));
   EXPECT_TRUE(std::isnan(m.minority_cosine_means));  // only one minority class present
-  EXPECT_NEAR(m.minority_cosine, -1.0, 1e-12);  // W rows 2 and 3: (-1,-1).(1,1) / 2
+  EXPECT_NEAR(m.minority_cosine, -1.0, 1e-12);       // W rows 2 and 3: (-1,-1).(1,1) / 2
   EXPECT_EQ(m.classifier_norms.size(), 4u);
   EXPECT_NEAR(m.nc1, 0.0, 1e-12);
   EXPECT_TRUE(std::isnan(m.accuracy.per_class[3]));
@@ -262,7 +271,8 @@ TEST(Collapse, RejectsBadInput) {
   EXPECT_THROW(collapse_metrics({h, bad_label, 3, w, Tensor(), Tensor(), {}, GlobalMean::ClassMeans}), peel::Error);
   EXPECT_THROW(collapse_metrics({h, labels, 3, Tensor::zeros({2, 2}), Tensor(), Tensor(), {}, GlobalMean::ClassMeans}),
                peel::Error);
-  EXPECT_THROW(collapse_metrics({h, labels, 3, w, Tensor::zeros({2}), Tensor(), {}, GlobalMean::ClassMeans}), peel::Error);
+  EXPECT_THROW(collapse_metrics({h, labels, 3, w, Tensor::zeros({2}), Tensor(), {}, GlobalMean::ClassMeans}),
+               peel::Error);
   EXPECT_THROW(collapse_metrics({h, labels, 3, w, Tensor(), Tensor::zeros({3, 2}), {}, GlobalMean::ClassMeans}),
                peel::Error);
   EXPECT_THROW(collapse_metrics({h, labels, 3, w, Tensor(), Tensor(), {1, 1}, GlobalMean::ClassMeans}), peel::Error);
@@ -291,7 +301,8 @@ TEST(Collapse, AccuracyFromConfusionMatrix) {
   EXPECT_EQ(cols.size(), 3u + 4u);
   const Tensor logits = Tensor::from_vector({0, 1, 0, 0, 3, 3, 2, 0, 0}, {3, 3});
   EXPECT_EQ(predictions_from_logits(logits), (std::vector<int64_t>{1, 1, 0}));  // first maximum on ties
-  EXPECT_DOUBLE_EQ(accuracy_from_logits(logits, std::vector<int64_t>{1, 2, 0}, std::vector<int64_t>{}).overall, 2.0 / 3.0);
+  EXPECT_DOUBLE_EQ(accuracy_from_logits(logits, std::vector<int64_t>{1, 2, 0}, std::vector<int64_t>{}).overall,
+                   2.0 / 3.0);
   EXPECT_THROW(confusion_matrix(labels, std::vector<int64_t>{0}, 3), peel::Error);
 }
 
@@ -314,7 +325,8 @@ namespace {
 nlohmann::json load_fixture() {
   const std::string path = std::string(PEEL_SOURCE_DIR) + "/tests/fixtures/collapse/collapse_fixture.json";
   std::ifstream f(path);
-  if (!f) throw peel::Error("cannot open " + path + "; regenerate with tests/fixtures/collapse/gen_collapse_fixture.py");
+  if (!f)
+    throw peel::Error("cannot open " + path + "; regenerate with tests/fixtures/collapse/gen_collapse_fixture.py");
   nlohmann::json j = nlohmann::json::parse(f);
   if (j.at("format") != "peel-collapse-fixture" || j.at("version") != 1)
     throw peel::Error("unexpected collapse fixture format/version in " + path);

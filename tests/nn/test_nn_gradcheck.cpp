@@ -33,8 +33,11 @@ TEST(NnGradcheck, CrossEntropy) {
 }
 
 TEST(NnGradcheck, CrossEntropyWithClassWeights) {
-  EXPECT_GRADCHECK([](const Vars& v) { return nn::cross_entropy(v[0], {0, 2, 1, 2}, {1.f, 3.f, 0.5f}); },
-                   rand_t({4, 3}, 1, -2, 2));
+  EXPECT_GRADCHECK(
+      [](const Vars& v) {
+        return nn::cross_entropy(v[0], {0, 2, 1, 2}, {1.f, 3.f, 0.5f});
+      },
+      rand_t({4, 3}, 1, -2, 2));
 }
 
 TEST(NnGradcheck, SquareLossWithScaling) {

@@ -72,7 +72,8 @@ TEST(Modules, LoadReportsEveryMismatchAndChangesNothing) {
     FAIL();
   } catch (const Error& e) {
     const std::string m = e.what();
-    EXPECT_NE(m.find("'fc.weight' has shape [5, 128] in the file, the model expects [10, 128]"), std::string::npos) << m;
+    EXPECT_NE(m.find("'fc.weight' has shape [5, 128] in the file, the model expects [10, 128]"), std::string::npos)
+        << m;
     EXPECT_NE(m.find("'fc.bias'"), std::string::npos) << m;
   }
   EXPECT_EQ(small->state().front().second.to_vector(), before);

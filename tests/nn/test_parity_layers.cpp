@@ -31,11 +31,10 @@ TEST(ParityLayers, Conv2dStride2Padding1Dilation2WithBias) {
     for (bool channels_last : {false, true}) {
       Tensor x = load("conv2d", "x");
       if (channels_last) x = x.channels_last();
-      auto r = run_backward({leaf(x), leaf(load("conv2d", "weight")), leaf(load("conv2d", "bias"))},
-                            [](const std::vector<Variable>& v) {
-                              return nn::conv2d(v[0], v[1], v[2], Conv2dGeometry::square(2, 1, 2));
-                            },
-                            load("conv2d", "grad_y"));
+      auto r = run_backward(
+          {leaf(x), leaf(load("conv2d", "weight")), leaf(load("conv2d", "bias"))},
+          [](const std::vector<Variable>& v) { return nn::conv2d(v[0], v[1], v[2], Conv2dGeometry::square(2, 1, 2)); },
+          load("conv2d", "grad_y"));
       SCOPED_TRACE(conv_backend_name(backend));
       EXPECT_TRUE(close(r.y.value(), load("conv2d", "y")));
       EXPECT_TRUE(close(r.inputs[0].grad(), load("conv2d", "grad_x")));
@@ -47,20 +46,19 @@ TEST(ParityLayers, Conv2dStride2Padding1Dilation2WithBias) {
 }
 
 TEST(ParityLayers, Conv2dOneByOneStride2NoBias) {
-  auto r = run_backward({leaf(load("conv2d_1x1", "x")), leaf(load("conv2d_1x1", "weight"))},
-                        [](const std::vector<Variable>& v) {
-                          return nn::conv2d(v[0], v[1], Variable(), Conv2dGeometry::square(2, 0));
-                        },
-                        load("conv2d_1x1", "grad_y"));
+  auto r = run_backward(
+      {leaf(load("conv2d_1x1", "x")), leaf(load("conv2d_1x1", "weight"))},
+      [](const std::vector<Variable>& v) { return nn::conv2d(v[0], v[1], Variable(), Conv2dGeometry::square(2, 0)); },
+      load("conv2d_1x1", "grad_y"));
   EXPECT_TRUE(close(r.y.value(), load("conv2d_1x1", "y")));
   EXPECT_TRUE(close(r.inputs[0].grad(), load("conv2d_1x1", "grad_x")));
   EXPECT_TRUE(close(r.inputs[1].grad(), load("conv2d_1x1", "grad_weight")));
 }
 
 TEST(ParityLayers, Linear) {
-  auto r = run_backward({leaf(load("linear", "x")), leaf(load("linear", "weight")), leaf(load("linear", "bias"))},
-                        [](const std::vector<Variable>& v) { return nn::linear(v[0], v[1], v[2]); },
-                        load("linear", "grad_y"));
+  auto r = run_backward(
+      {leaf(load("linear", "x")), leaf(load("linear", "weight")), leaf(load("linear", "bias"))},
+      [](const std::vector<Variable>& v) { return nn::linear(v[0], v[1], v[2]); }, load("linear", "grad_y"));
   EXPECT_TRUE(close(r.y.value(), load("linear", "y")));
   EXPECT_TRUE(close(r.inputs[0].grad(), load("linear", "grad_x")));
   EXPECT_TRUE(close(r.inputs[1].grad(), load("linear", "grad_weight")));
@@ -72,31 +70,34 @@ class ParityBatchNorm : public ::testing::TestWithParam<const char*> {};
 TEST_P(ParityBatchNorm, TrainThenEvalWithRunningStatistics) {
   const std::string c = GetParam();
   Tensor running_mean = load(c, "running_mean").clone(), running_var = load(c, "running_var").clone();
-  auto train = run_backward({leaf(load(c, "x")), leaf(load(c, "weight")), leaf(load(c, "bias"))},
-                            [&](const std::vector<Variable>& v) {
-                              return nn::batch_norm(v[0], v[1], v[2], running_mean, running_var, true, 0.1f, 1e-5f, false);
-                            },
-                            load(c, "grad_y"));
+  auto train = run_backward(
+      {leaf(load(c, "x")), leaf(load(c, "weight")), leaf(load(c, "bias"))},
+      [&](const std::vector<Variable>& v) {
+        return nn::batch_norm(v[0], v[1], v[2], running_mean, running_var, true, 0.1f, 1e-5f, false);
+      },
+      load(c, "grad_y"));
   EXPECT_TRUE(close(train.y.value(), load(c, "y_train")));
   EXPECT_TRUE(close(train.inputs[0].grad(), load(c, "grad_x")));
   EXPECT_TRUE(close(train.inputs[1].grad(), load(c, "grad_weight")));
   EXPECT_TRUE(close(train.inputs[2].grad(), load(c, "grad_bias")));
   EXPECT_TRUE(close(running_mean, load(c, "running_mean_after")));
   EXPECT_TRUE(close(running_var, load(c, "running_var_after")));
-  auto eval = run_backward({leaf(load(c, "x")), leaf(load(c, "weight")), leaf(load(c, "bias"))},
-                           [&](const std::vector<Variable>& v) {
-                             return nn::batch_norm(v[0], v[1], v[2], running_mean, running_var, false, 0.1f, 1e-5f, false);
-                           },
-                           load(c, "grad_y"));
+  auto eval = run_backward(
+      {leaf(load(c, "x")), leaf(load(c, "weight")), leaf(load(c, "bias"))},
+      [&](const std::vector<Variable>& v) {
+        return nn::batch_norm(v[0], v[1], v[2], running_mean, running_var, false, 0.1f, 1e-5f, false);
+      },
+      load(c, "grad_y"));
   EXPECT_TRUE(close(eval.y.value(), load(c, "y_eval")));
   EXPECT_TRUE(close(eval.inputs[0].grad(), load(c, "grad_x_eval")));
 }
 INSTANTIATE_TEST_SUITE_P(Cases, ParityBatchNorm, ::testing::Values("batchnorm2d", "batchnorm1d"));
 
 TEST(ParityLayers, GroupNorm) {
-  auto r = run_backward({leaf(load("groupnorm", "x")), leaf(load("groupnorm", "weight")), leaf(load("groupnorm", "bias"))},
-                        [](const std::vector<Variable>& v) { return nn::group_norm(v[0], 4, v[1], v[2], 1e-5f); },
-                        load("groupnorm", "grad_y"));
+  auto r = run_backward(
+      {leaf(load("groupnorm", "x")), leaf(load("groupnorm", "weight")), leaf(load("groupnorm", "bias"))},
+      [](const std::vector<Variable>& v) { return nn::group_norm(v[0], 4, v[1], v[2], 1e-5f); },
+      load("groupnorm", "grad_y"));
   EXPECT_TRUE(close(r.y.value(), load("groupnorm", "y")));
   EXPECT_TRUE(close(r.inputs[0].grad(), load("groupnorm", "grad_x")));
   EXPECT_TRUE(close(r.inputs[1].grad(), load("groupnorm", "grad_weight")));
@@ -121,12 +122,25 @@ TEST(ParityLayers, Pools) {
     const char* name;
     std::function<Variable(const Variable&)> f;
   };
-  for (const Case& c : std::vector<Case>{
-           {"maxpool2d_k2", [](const Variable& x) { return nn::max_pool2d(x, {2, 2, 0}); }},
-           {"maxpool2d_k3s2p1", [](const Variable& x) { return nn::max_pool2d(x, {3, 2, 1}); }},
-           {"avgpool2d_k2", [](const Variable& x) { return nn::avg_pool2d(x, {2, 2, 0}); }},
-           {"avgpool2d_k3s2p1", [](const Variable& x) { return nn::avg_pool2d(x, {3, 2, 1}); }},
-           {"global_avgpool", [](const Variable& x) { return ag::reshape(nn::global_avg_pool(x), {x.size(0), x.size(1), 1, 1}); }}}) {
+  for (const Case& c : std::vector<Case>{{"maxpool2d_k2",
+                                          [](const Variable& x) {
+                                            return nn::max_pool2d(x, {2, 2, 0});
+                                          }},
+                                         {"maxpool2d_k3s2p1",
+                                          [](const Variable& x) {
+                                            return nn::max_pool2d(x, {3, 2, 1});
+                                          }},
+                                         {"avgpool2d_k2",
+                                          [](const Variable& x) {
+                                            return nn::avg_pool2d(x, {2, 2, 0});
+                                          }},
+                                         {"avgpool2d_k3s2p1",
+                                          [](const Variable& x) {
+                                            return nn::avg_pool2d(x, {3, 2, 1});
+                                          }},
+                                         {"global_avgpool", [](const Variable& x) {
+                                            return ag::reshape(nn::global_avg_pool(x), {x.size(0), x.size(1), 1, 1});
+                                          }}}) {
     SCOPED_TRACE(c.name);
     for (bool channels_last : {false, true}) {
       Tensor x = load(c.name, "x");
@@ -151,7 +165,8 @@ TEST(ParityLayers, CrossEntropyPlainAndClassWeighted) {
   Variable zw = leaf(load("cross_entropy", "logits"));
   Variable weighted = nn::cross_entropy(zw, labels, weights);
   weighted.backward();
-  EXPECT_NEAR(weighted.item(), m["scalars"]["loss_weighted"].get<double>(), 1e-5 * m["scalars"]["loss_weighted"].get<double>());
+  EXPECT_NEAR(weighted.item(), m["scalars"]["loss_weighted"].get<double>(),
+              1e-5 * m["scalars"]["loss_weighted"].get<double>());
   EXPECT_TRUE(close(zw.grad(), load("cross_entropy", "grad_logits_weighted")));
 }
 
@@ -183,8 +198,9 @@ TEST(ParityOptim, SgdPlainMomentumNesterov) {
   for (const char* key : {"plain", "momentum", "nesterov"}) {
     const auto& o = m["config"]["optimizers"][key];
     Variable p = leaf(load("sgd", "p0"));
-    optim::Sgd sgd({{{p}, o.value("weight_decay", 0.f), 1.f}},
-                   {.lr = o["lr"].get<float>(), .momentum = o.value("momentum", 0.f), .nesterov = o.value("nesterov", false)});
+    optim::Sgd sgd(
+        {{{p}, o.value("weight_decay", 0.f), 1.f}},
+        {.lr = o["lr"].get<float>(), .momentum = o.value("momentum", 0.f), .nesterov = o.value("nesterov", false)});
     const Tensor expected = load("sgd", std::string("params_") + key);
     for (int64_t t = 0; t < grads.size(0); ++t) {
       p.grad() = grads.select(0, t).contiguous();
@@ -203,7 +219,8 @@ TEST(ParityOptim, AdamAndAdamW) {
     for (int64_t t = 0; t < grads.size(0); ++t) {
       p.grad() = grads.select(0, t).contiguous();
       adam.step();
-      EXPECT_TRUE(close(p.value(), expected.select(0, t).contiguous(), 1e-5)) << (decoupled ? "adamw" : "adam") << " step " << t;
+      EXPECT_TRUE(close(p.value(), expected.select(0, t).contiguous(), 1e-5))
+          << (decoupled ? "adamw" : "adam") << " step " << t;
     }
   }
 }
@@ -213,7 +230,8 @@ TEST(ParityOptim, LearningRateSchedules) {
   const auto& s = m["scalars"];
   auto check = [&](const optim::ScheduleConfig& config, const char* key) {
     for (int64_t e = 0; e < 12; ++e)
-      EXPECT_NEAR(optim::learning_rate_at(config, 0.1f, e), s[key][static_cast<size_t>(e)].get<double>(), 1e-8) << key << " epoch " << e;
+      EXPECT_NEAR(optim::learning_rate_at(config, 0.1f, e), s[key][static_cast<size_t>(e)].get<double>(), 1e-8)
+          << key << " epoch " << e;
   };
   check(optim::parse_schedule("multistep:3,6", 12), "multistep");
   check(optim::parse_schedule("cosine", 10), "cosine");

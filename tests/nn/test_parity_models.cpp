@@ -29,7 +29,8 @@ void load_initial_state(nn::Network& model, const nlohmann::json& m) {
   for (auto& [name, t] : model.state()) {
     ASSERT_TRUE(m["init"].contains(name)) << "fixture has no initial value for " << name;
     const auto& init = m["init"][name];
-    Tensor value = fixture_pattern(init["seed"].get<uint32_t>(), t.shape(), init["scale"].get<float>(), init["offset"].get<float>());
+    Tensor value = fixture_pattern(init["seed"].get<uint32_t>(), t.shape(), init["scale"].get<float>(),
+                                   init["offset"].get<float>());
     Tensor dst = t;
     dst.copy_(value);
   }
@@ -64,7 +65,8 @@ TEST_P(ParityModels, ForwardBackwardAndThreeSgdSteps) {
       ++checked;
     }
   for (auto& [name, b] : model->named_buffers())
-    if (has("buffers_after_forward/" + name)) EXPECT_TRUE(close(b, load(c.fixture, "buffers_after_forward/" + name))) << name;
+    if (has("buffers_after_forward/" + name))
+      EXPECT_TRUE(close(b, load(c.fixture, "buffers_after_forward/" + name))) << name;
   EXPECT_GT(checked, 0);
 
   // Three SGD steps from the initial state with a fresh optimizer, as the generator does.

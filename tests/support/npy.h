@@ -58,11 +58,10 @@ class Reader {
       const int got = gzread(file_, dst + done, chunk);
       if (got < 0) {
         int code = 0;
-        PEEL_FAIL("load_npy: {}: byte {}: read error in {}: {}", path_, offset_ + done, what,
-                  gzerror(file_, &code));
+        PEEL_FAIL("load_npy: {}: byte {}: read error in {}: {}", path_, offset_ + done, what, gzerror(file_, &code));
       }
-      PEEL_CHECK(got > 0, "load_npy: {}: byte {}: file ends inside {} ({} of {} bytes present)",
-                 path_, offset_ + done, what, done, n);
+      PEEL_CHECK(got > 0, "load_npy: {}: byte {}: file ends inside {} ({} of {} bytes present)", path_, offset_ + done,
+                 what, done, n);
       done += static_cast<size_t>(got);
     }
     offset_ += n;
@@ -85,8 +84,7 @@ class Reader {
 // Parses the header dict; `at` is the header's byte offset, for messages.
 class HeaderParser {
  public:
-  HeaderParser(std::string_view text, const std::string& path, uint64_t at)
-      : text_(text), path_(path), at_(at) {}
+  HeaderParser(std::string_view text, const std::string& path, uint64_t at) : text_(text), path_(path), at_(at) {}
 
   void parse(NpyArray& out) {
     bool seen_descr = false, seen_order = false, seen_shape = false;
@@ -101,8 +99,7 @@ class HeaderParser {
         seen_descr = true;
       } else if (key == "fortran_order") {
         const std::string word = identifier();
-        PEEL_CHECK(word == "False", "load_npy: {}: fortran_order is {}; only C order is supported",
-                   path_, word);
+        PEEL_CHECK(word == "False", "load_npy: {}: fortran_order is {}; only C order is supported", path_, word);
         seen_order = true;
       } else if (key == "shape") {
         out.shape = tuple();
@@ -113,9 +110,8 @@ class HeaderParser {
       skip_space();
       if (peek() == ',') ++pos_;
     }
-    PEEL_CHECK(seen_descr && seen_order && seen_shape,
-               "load_npy: {}: header lacks {}{}{}: {}", path_, seen_descr ? "" : "'descr' ",
-               seen_order ? "" : "'fortran_order' ", seen_shape ? "" : "'shape' ", text_);
+    PEEL_CHECK(seen_descr && seen_order && seen_shape, "load_npy: {}: header lacks {}{}{}: {}", path_,
+               seen_descr ? "" : "'descr' ", seen_order ? "" : "'fortran_order' ", seen_shape ? "" : "'shape' ", text_);
   }
 
  private:
@@ -164,8 +160,10 @@ class HeaderParser {
       if (pos_ == start) fail("expected a dimension");
       shape.push_back(value);
       skip_space();
-      if (peek() == ',') ++pos_;
-      else if (peek() != ')') fail("expected ',' or ')' in shape");
+      if (peek() == ',')
+        ++pos_;
+      else if (peek() != ')')
+        fail("expected ',' or ')' in shape");
     }
     ++pos_;
     return shape;
@@ -187,37 +185,35 @@ inline NpyArray read_npy(const std::string& path, const std::string& expected_de
   npy_detail::Reader in(path);
   unsigned char magic[8];
   in.read(magic, 8, "the magic string and version");
-  PEEL_CHECK(std::memcmp(magic, "\x93NUMPY", 6) == 0,
-             "load_npy: {}: byte 0: not a .npy file (no \\x93NUMPY magic)", path);
+  PEEL_CHECK(std::memcmp(magic, "\x93NUMPY", 6) == 0, "load_npy: {}: byte 0: not a .npy file (no \\x93NUMPY magic)",
+             path);
   const int major = magic[6], minor = magic[7];
-  PEEL_CHECK((major == 1 || major == 2) && minor == 0,
-             "load_npy: {}: byte 6: .npy version {}.{} (supported: 1.0, 2.0)", path, major, minor);
+  PEEL_CHECK((major == 1 || major == 2) && minor == 0, "load_npy: {}: byte 6: .npy version {}.{} (supported: 1.0, 2.0)",
+             path, major, minor);
   uint32_t header_length = 0;
   unsigned char length_bytes[4] = {0, 0, 0, 0};
   in.read(length_bytes, major == 1 ? 2 : 4, "the header length");
   for (int i = 3; i >= 0; --i) header_length = (header_length << 8) | length_bytes[i];
-  PEEL_CHECK(header_length <= (1u << 20), "load_npy: {}: byte 8: header length {} is implausible",
-             path, header_length);
+  PEEL_CHECK(header_length <= (1u << 20), "load_npy: {}: byte 8: header length {} is implausible", path, header_length);
   const uint64_t header_offset = in.offset();
   std::string header(header_length, '\0');
   in.read(header.data(), header_length, "the header");
 
   NpyArray array;
   npy_detail::HeaderParser(header, path, header_offset).parse(array);
-  PEEL_CHECK(array.descr == expected_descr,
-             "load_npy: {}: element type '{}', expected '{}' ({})", path, array.descr,
+  PEEL_CHECK(array.descr == expected_descr, "load_npy: {}: element type '{}', expected '{}' ({})", path, array.descr,
              expected_descr, expected_descr == "<f4" ? "float32" : "int64");
   int64_t numel = 1;
   for (const int64_t d : array.shape) {
-    PEEL_CHECK(d == 0 || numel <= (int64_t{1} << 34) / d, "load_npy: {}: shape {} is implausibly large",
-               path, to_string(array.shape));
+    PEEL_CHECK(d == 0 || numel <= (int64_t{1} << 34) / d, "load_npy: {}: shape {} is implausibly large", path,
+               to_string(array.shape));
     numel *= d;
   }
   const size_t bytes = static_cast<size_t>(numel) * npy_detail::item_size(array.descr);
   array.bytes.resize(bytes);
   in.read(array.bytes.data(), bytes, fmt::format("the data of shape {}", to_string(array.shape)).c_str());
-  PEEL_CHECK(in.at_end(), "load_npy: {}: byte {}: unexpected bytes after the data of shape {}", path,
-             in.offset(), to_string(array.shape));
+  PEEL_CHECK(in.at_end(), "load_npy: {}: byte {}: unexpected bytes after the data of shape {}", path, in.offset(),
+             to_string(array.shape));
   return array;
 }
 
@@ -270,8 +266,8 @@ inline Tensor fixture_pattern(uint32_t seed, const Shape& shape, float scale, fl
   const int64_t n = numel_of(shape);
   int exponent = 0;
   PEEL_CHECK(n < (int64_t{1} << 32) && std::frexp(scale, &exponent) == 0.5f,
-             "fixture_pattern: shape {} and scale {} (need < 2^32 elements, a power-of-two scale)",
-             to_string(shape), scale);
+             "fixture_pattern: shape {} and scale {} (need < 2^32 elements, a power-of-two scale)", to_string(shape),
+             scale);
   std::vector<float> values(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
     uint64_t z = ((uint64_t{seed} << 32) | static_cast<uint64_t>(i)) + 0x9E3779B97F4A7C15ull;

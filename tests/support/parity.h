@@ -13,14 +13,18 @@
 
 namespace peel::parity {
 
-inline std::string case_dir(const std::string& name) { return std::string(PEEL_SOURCE_DIR) + "/tests/fixtures/torch/" + name; }
+inline std::string case_dir(const std::string& name) {
+  return std::string(PEEL_SOURCE_DIR) + "/tests/fixtures/torch/" + name;
+}
 
 inline nlohmann::json manifest(const std::string& name) {
   std::ifstream in(case_dir(name) + "/manifest.json");
   return nlohmann::json::parse(in);
 }
 
-inline Tensor load(const std::string& name, const std::string& stem) { return load_npy(npy_path(case_dir(name) + "/" + stem)); }
+inline Tensor load(const std::string& name, const std::string& stem) {
+  return load_npy(npy_path(case_dir(name) + "/" + stem));
+}
 
 inline ::testing::AssertionResult close(const Tensor& peel_value, const Tensor& torch_value, double rtol = 1e-4) {
   if (peel_value.shape() != torch_value.shape())

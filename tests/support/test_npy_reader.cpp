@@ -1,9 +1,8 @@
 // tests/npy.h: files with known content written here byte by byte (independently of the reader),
 // every header error it must refuse, and the committed PyTorch fixtures.
 #include <gtest/gtest.h>
-#include <zlib.h>
-
 #include <unistd.h>
+#include <zlib.h>
 
 #include <cmath>
 #include <cstring>
@@ -25,16 +24,15 @@ const std::string kFixtures = std::string(PEEL_SOURCE_DIR) + "/tests/fixtures/to
 class NpyFiles : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("peel_npy_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = fs::temp_directory_path() / ("peel_npy_" + std::to_string(::getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::create_directories(dir_);
   }
   void TearDown() override { fs::remove_all(dir_); }
 
   // A .npy file: magic, version, header length, `dict` padded to NumPy's 64-byte alignment, data.
-  std::string write(const std::string& name, const std::string& dict, const std::string& data,
-                    int major = 1, bool gzip = false, const std::string& magic = "\x93NUMPY") {
+  std::string write(const std::string& name, const std::string& dict, const std::string& data, int major = 1,
+                    bool gzip = false, const std::string& magic = "\x93NUMPY") {
     std::string header = dict;
     const size_t prefix = 6 + 2 + (major == 1 ? 2 : 4);
     while ((prefix + header.size() + 1) % 64 != 0) header += ' ';
@@ -92,22 +90,21 @@ TEST_F(NpyFiles, ReadsFloat32VersionOne) {
 }
 
 TEST_F(NpyFiles, ReadsVersionTwoAnyKeyOrderAndDoubleQuotes) {
-  const auto path = write("b.npy", "{\"shape\": (3,2), \"fortran_order\": False, \"descr\": \"<f4\"}",
-                          raw(kFloats), 2);
+  const auto path = write("b.npy", "{\"shape\": (3,2), \"fortran_order\": False, \"descr\": \"<f4\"}", raw(kFloats), 2);
   const Tensor t = load_npy(path);
   EXPECT_EQ(t.shape(), (Shape{3, 2}));
   expect_bits_equal(t.to_vector(), kFloats);
 }
 
 TEST_F(NpyFiles, ReadsGzipAndOneAndZeroDimensions) {
-  const auto one = write("c.npy.gz", "{'descr': '<f4', 'fortran_order': False, 'shape': (6,), }",
-                         raw(kFloats), 1, true);
+  const auto one =
+      write("c.npy.gz", "{'descr': '<f4', 'fortran_order': False, 'shape': (6,), }", raw(kFloats), 1, true);
   const Tensor t = load_npy(one);
   EXPECT_EQ(t.shape(), (Shape{6}));
   expect_bits_equal(t.to_vector(), kFloats);
 
-  const auto zero = write("d.npy", "{'descr': '<f4', 'fortran_order': False, 'shape': (), }",
-                          raw(std::vector<float>{2.5f}));
+  const auto zero =
+      write("d.npy", "{'descr': '<f4', 'fortran_order': False, 'shape': (), }", raw(std::vector<float>{2.5f}));
   const Tensor s = load_npy(zero);
   EXPECT_EQ(s.dim(), 0);
   EXPECT_EQ(s.item(), 2.5f);

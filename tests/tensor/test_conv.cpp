@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "tensor/conv/conv.h"
 #include "tensor/conv/backends.h"
+#include "tensor/conv/conv.h"
 #include "tensor/error.h"
 #include "tensor/ops.h"
 #include "tensor/random.h"

@@ -38,7 +38,8 @@ TEST(Linalg, BatchedMatmulBroadcastsBatchAxes) {
   Tensor c = matmul(a, b);
   ASSERT_EQ(c.shape(), (Shape{3, 4, 2}));
   for (int64_t i = 0; i < 3; ++i)
-    EXPECT_LT(max_relative_error(c.select(0, i).contiguous(), naive_matmul(a.select(0, i).contiguous(), b), 1.f), 1e-5f);
+    EXPECT_LT(max_relative_error(c.select(0, i).contiguous(), naive_matmul(a.select(0, i).contiguous(), b), 1.f),
+              1e-5f);
 }
 
 TEST(Linalg, MatmulShapeErrorNamesShapes) {

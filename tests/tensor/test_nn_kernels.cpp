@@ -24,9 +24,12 @@ const Layout kLayouts[] = {Layout::kContiguous, Layout::kChannelsLast, Layout::k
 
 std::string layout_name(Layout l) {
   switch (l) {
-    case Layout::kContiguous: return "contiguous";
-    case Layout::kChannelsLast: return "channels-last";
-    case Layout::kStrided: return "strided";
+    case Layout::kContiguous:
+      return "contiguous";
+    case Layout::kChannelsLast:
+      return "channels-last";
+    case Layout::kStrided:
+      return "strided";
   }
   return "?";
 }
@@ -35,8 +38,10 @@ std::string layout_name(Layout l) {
 // other element of a wider last axis), which no fast path accepts as it is.
 Tensor in_layout(const Tensor& x, Layout l) {
   switch (l) {
-    case Layout::kContiguous: return x.contiguous();
-    case Layout::kChannelsLast: return x.dim() == 4 ? x.channels_last() : x.contiguous();
+    case Layout::kContiguous:
+      return x.contiguous();
+    case Layout::kChannelsLast:
+      return x.dim() == 4 ? x.channels_last() : x.contiguous();
     case Layout::kStrided: {
       Shape wide = x.shape();
       wide.back() *= 2;
@@ -97,9 +102,9 @@ double central_difference(const std::function<Tensor(const std::vector<float>&)>
 }
 
 // Checks `grad` (logical order) against central differences at `count` indices spread over v.
-void check_against_differences(const std::function<Tensor(const std::vector<float>&)>& f,
-                               const std::vector<float>& v, const std::vector<float>& w, const Tensor& grad,
-                               float h, double tol, const std::string& what, size_t count = 24,
+void check_against_differences(const std::function<Tensor(const std::vector<float>&)>& f, const std::vector<float>& v,
+                               const std::vector<float>& w, const Tensor& grad, float h, double tol,
+                               const std::string& what, size_t count = 24,
                                const std::function<bool(size_t)>& skip = nullptr) {
   const std::vector<float> g = grad.to_vector();
   ASSERT_EQ(g.size(), v.size()) << what;
@@ -118,7 +123,11 @@ struct PoolDims {
 };
 
 PoolDims pool_dims(const Shape& s, const Pool2dGeometry& g) {
-  return {s[0], s[1], s[2], s[3], (s[2] + 2 * g.padding - g.kernel) / g.stride + 1,
+  return {s[0],
+          s[1],
+          s[2],
+          s[3],
+          (s[2] + 2 * g.padding - g.kernel) / g.stride + 1,
           (s[3] + 2 * g.padding - g.kernel) / g.stride + 1};
 }
 
@@ -214,7 +223,7 @@ TEST(MaxPool2d, TiesGoToTheFirstMaximumAndNanPropagates) {
   // NaN, 11 (PyTorch 1.13 lets every NaN take over); [5 5; 5 5] -> the first, 4; all -inf -> the first, 6.
   // Two identical channels, so the channels-last path runs too.
   const float inf = std::numeric_limits<float>::infinity();
-  const std::vector<float> plane{1, nan, nan, 2, 5, 5, -inf, -inf,  //
+  const std::vector<float> plane{1, nan, nan, 2,   5, 5, -inf, -inf,  //
                                  3, 3,   0,   nan, 5, 5, -inf, -inf};
   std::vector<float> values(plane);
   values.insert(values.end(), plane.begin(), plane.end());
@@ -273,8 +282,8 @@ TEST(MaxPool2d, BackwardMatchesReferenceAndDifferences) {
       return max_pool2d_forward(Tensor::from_vector(v, shape).channels_last(), g, scratch);
     };
     max_pool2d_forward(x, g, idx);
-    check_against_differences(forward, x.to_vector(), gy.to_vector(), max_pool2d_backward(gy, idx, shape), 0.02f,
-                              1e-3, "max_pool finite differences " + geometry_name(g));
+    check_against_differences(forward, x.to_vector(), gy.to_vector(), max_pool2d_backward(gy, idx, shape), 0.02f, 1e-3,
+                              "max_pool finite differences " + geometry_name(g));
   }
 }
 
@@ -310,11 +319,9 @@ TEST(AvgPool2d, ForwardAndBackwardMatchReference) {
         expect_close(gx, gx_ref, 1e-6, 1e-5, what + " backward");
         expect_layout_follows(gx, l, what + " backward");
       }
-      auto forward = [&](const std::vector<float>& v) {
-        return avg_pool2d_forward(Tensor::from_vector(v, shape), g);
-      };
-      check_against_differences(forward, x.to_vector(), gy.to_vector(), avg_pool2d_backward(gy, shape, g), 0.05f,
-                                2e-3, "avg_pool finite differences " + geometry_name(g));
+      auto forward = [&](const std::vector<float>& v) { return avg_pool2d_forward(Tensor::from_vector(v, shape), g); };
+      check_against_differences(forward, x.to_vector(), gy.to_vector(), avg_pool2d_backward(gy, shape, g), 0.05f, 2e-3,
+                                "avg_pool finite differences " + geometry_name(g));
     }
   }
 }
@@ -427,7 +434,7 @@ std::vector<double> values_or(const Tensor& t, int64_t n, double fallback) {
 }
 
 const Shape kNormShapes[] = {Shape{4, 5, 3, 7}, Shape{3, 61, 5, 4}, Shape{2, 300, 2, 3}, Shape{8, 5, 30, 31},
-                             Shape{16, 7},    Shape{5, 6, 11},   Shape{6, 9, 1, 1}};
+                             Shape{16, 7},      Shape{5, 6, 11},    Shape{6, 9, 1, 1}};
 
 }  // namespace
 
@@ -441,16 +448,16 @@ TEST(BatchNorm, TrainForwardMatchesReferenceAndUpdatesRunningStatistics) {
         const Tensor x = random_tensor(shape, gen, 0.5f, 2.f);
         const Tensor gamma = affine ? random_tensor({d.C}, gen) : Tensor();
         const Tensor beta = affine ? random_tensor({d.C}, gen) : Tensor();
-        const BatchNormReference ref = batch_norm_reference(to_double(x), d, values_or(gamma, d.C, 1),
-                                                            values_or(beta, d.C, 0), eps, relu);
+        const BatchNormReference ref =
+            batch_norm_reference(to_double(x), d, values_or(gamma, d.C, 1), values_or(beta, d.C, 0), eps, relu);
         for (Layout l : kLayouts) {
-          const std::string what = "batch_norm " + to_string(shape) + (affine ? " affine" : "") +
-                                   (relu ? " relu " : " ") + layout_name(l);
+          const std::string what =
+              "batch_norm " + to_string(shape) + (affine ? " affine" : "") + (relu ? " relu " : " ") + layout_name(l);
           Tensor running_mean = random_tensor({d.C}, gen), running_var = uniform({d.C}, 0.5f, 2.f, gen);
           const std::vector<double> rm0 = to_double(running_mean), rv0 = to_double(running_var);
           BatchNormSaved saved;
-          const Tensor y = batch_norm_train_forward(in_layout(x, l), gamma, beta, running_mean, running_var,
-                                                    momentum, eps, saved, relu);
+          const Tensor y = batch_norm_train_forward(in_layout(x, l), gamma, beta, running_mean, running_var, momentum,
+                                                    eps, saved, relu);
           expect_close(y, ref.y, 1e-5, 1e-5, what);
           expect_layout_follows(y, l, what);
           const double M = static_cast<double>(d.N * d.S);
@@ -567,8 +574,8 @@ TEST(BatchNorm, TrainBackwardMatchesFiniteDifferences) {
                                         0.1f, eps, s, relu);
       };
       BatchNormSaved saved;
-      const Tensor y = batch_norm_train_forward(in_layout(x, l), gamma, beta, no_stats, no_stats, 0.1f, eps, saved,
-                                                relu);
+      const Tensor y =
+          batch_norm_train_forward(in_layout(x, l), gamma, beta, no_stats, no_stats, 0.1f, eps, saved, relu);
       const BatchNormGrads grads = batch_norm_train_backward(in_layout(gy, l), in_layout(x, l), gamma, saved, y, relu);
       // Away from ReLU's kink: skip elements whose output is within reach of a step.
       const std::vector<float> yv = y.to_vector();
@@ -583,15 +590,15 @@ TEST(BatchNorm, TrainBackwardMatchesFiniteDifferences) {
                                 near_kink);
       auto forward_gamma = [&](const std::vector<float>& v) {
         BatchNormSaved s;
-        return batch_norm_train_forward(in_layout(x, l), Tensor::from_vector(v, {d.C}), beta, no_stats, no_stats,
-                                        0.1f, eps, s, relu);
+        return batch_norm_train_forward(in_layout(x, l), Tensor::from_vector(v, {d.C}), beta, no_stats, no_stats, 0.1f,
+                                        eps, s, relu);
       };
       check_against_differences(forward_gamma, gamma.to_vector(), gy.to_vector(), grads.gamma, 1e-2f, 1e-2,
                                 what + " dgamma");
       auto forward_beta = [&](const std::vector<float>& v) {
         BatchNormSaved s;
-        return batch_norm_train_forward(in_layout(x, l), gamma, Tensor::from_vector(v, {d.C}), no_stats, no_stats,
-                                        0.1f, eps, s, relu);
+        return batch_norm_train_forward(in_layout(x, l), gamma, Tensor::from_vector(v, {d.C}), no_stats, no_stats, 0.1f,
+                                        eps, s, relu);
       };
       check_against_differences(forward_beta, beta.to_vector(), gy.to_vector(), grads.beta, 1e-2f, 1e-2,
                                 what + " dbeta");
@@ -622,8 +629,7 @@ TEST(BatchNorm, EvalBackwardMatchesFiniteDifferences) {
     auto forward_beta = [&](const std::vector<float>& v) {
       return batch_norm_eval_forward(x, gamma, Tensor::from_vector(v, {6}), rm, rv, 1e-5f, false);
     };
-    check_against_differences(forward_beta, beta.to_vector(), gy.to_vector(), grads.beta, 1e-2f, 1e-3,
-                              "eval dbeta");
+    check_against_differences(forward_beta, beta.to_vector(), gy.to_vector(), grads.beta, 1e-2f, 1e-3, "eval dbeta");
   }
 }
 
@@ -719,8 +725,7 @@ struct GroupNormReference {
 };
 
 GroupNormReference group_norm_reference(const std::vector<double>& x, const NormDims& d, int64_t G,
-                                        const std::vector<double>& gamma, const std::vector<double>& beta,
-                                        double eps) {
+                                        const std::vector<double>& gamma, const std::vector<double>& beta, double eps) {
   GroupNormReference r;
   r.y.assign(x.size(), 0);
   const int64_t Cg = d.C / G, D = Cg * d.S;
@@ -778,9 +783,9 @@ struct GroupCase {
   int64_t groups;
 };
 
-const GroupCase kGroupCases[] = {{{3, 6, 5, 7}, 1},  {{3, 6, 5, 7}, 6},   {{3, 6, 5, 7}, 3},   {{2, 48, 4, 5}, 4},
-                                 {{2, 300, 3, 2}, 10}, {{2, 8, 40, 45}, 2}, {{5, 12}, 1},       {{5, 12}, 4},
-                                 {{4, 6, 9}, 2}};
+const GroupCase kGroupCases[] = {{{3, 6, 5, 7}, 1},  {{3, 6, 5, 7}, 6},    {{3, 6, 5, 7}, 3},
+                                 {{2, 48, 4, 5}, 4}, {{2, 300, 3, 2}, 10}, {{2, 8, 40, 45}, 2},
+                                 {{5, 12}, 1},       {{5, 12}, 4},         {{4, 6, 9}, 2}};
 
 }  // namespace
 
@@ -900,8 +905,11 @@ TEST(NnKernelErrors, BadShapesAndArgumentsAreNamed) {
   BatchNormSaved saved;
   expect_error([&] { batch_norm_train_forward(x, Tensor::ones({4}), Tensor(), rm, rv, 0.1f, 1e-5f, saved); },
                {"batch_norm_train_forward", "gamma", "[4]", "[2, 3, 4, 4]"});
-  expect_error([&] { batch_norm_train_forward(x, Tensor::ones({3, 1}), Tensor(), rm, rv, 0.1f, 1e-5f, saved); },
-               {"gamma", "[3, 1]"});
+  expect_error(
+      [&] {
+        batch_norm_train_forward(x, Tensor::ones({3, 1}), Tensor(), rm, rv, 0.1f, 1e-5f, saved);
+      },
+      {"gamma", "[3, 1]"});
   Tensor bad_rv = Tensor::ones({5});
   expect_error([&] { batch_norm_train_forward(x, Tensor(), Tensor(), rm, bad_rv, 0.1f, 1e-5f, saved); },
                {"running_var", "[5]"});
@@ -914,8 +922,11 @@ TEST(NnKernelErrors, BadShapesAndArgumentsAreNamed) {
   expect_error([&] { batch_norm_eval_forward(x, Tensor(), Tensor::ones({2}), rm, rv, 1e-5f); },
                {"batch_norm_eval_forward", "beta", "[2]"});
   batch_norm_train_forward(x, Tensor(), Tensor(), rm, rv, 0.1f, 1e-5f, saved);
-  expect_error([&] { batch_norm_train_backward(Tensor::zeros({2, 3, 4, 5}), x, Tensor(), saved, Tensor()); },
-               {"grad_y", "[2, 3, 4, 5]", "[2, 3, 4, 4]"});
+  expect_error(
+      [&] {
+        batch_norm_train_backward(Tensor::zeros({2, 3, 4, 5}), x, Tensor(), saved, Tensor());
+      },
+      {"grad_y", "[2, 3, 4, 5]", "[2, 3, 4, 4]"});
   expect_error([&] { batch_norm_train_backward(x, x, Tensor(), saved, Tensor(), true); }, {"fused ReLU", "y"});
   expect_error([&] { batch_norm_train_forward(Tensor::zeros({5}), Tensor(), Tensor(), rm, rv, 0.1f, 1e-5f, saved); },
                {"2 or more dimensions", "[5]"});
@@ -930,12 +941,21 @@ TEST(NnKernelErrors, BadShapesAndArgumentsAreNamed) {
   std::vector<int32_t> argmax;
   expect_error([&] { max_pool2d_forward(x, {2, 2, 2}, argmax); }, {"max_pool2d_forward", "padding", "kernel=2"});
   expect_error([&] { max_pool2d_forward(Tensor::zeros({3, 4, 4}), {2, 2, 0}, argmax); }, {"4-d", "[3, 4, 4]"});
-  expect_error([&] { max_pool2d_forward(Tensor::zeros({1, 1, 2, 2}), {3, 1, 0}, argmax); },
-               {"max_pool2d_forward", "[1, 1, 2, 2]", "kernel 3"});
+  expect_error(
+      [&] {
+        max_pool2d_forward(Tensor::zeros({1, 1, 2, 2}), {3, 1, 0}, argmax);
+      },
+      {"max_pool2d_forward", "[1, 1, 2, 2]", "kernel 3"});
   max_pool2d_forward(x, {2, 2, 0}, argmax);
-  expect_error([&] { max_pool2d_backward(Tensor::zeros({2, 3, 3, 2}), argmax, x.shape()); },
-               {"argmax", "[2, 3, 3, 2]"});
-  expect_error([&] { avg_pool2d_backward(Tensor::zeros({2, 3, 3, 3}), x.shape(), {2, 2, 0}); },
-               {"avg_pool2d_backward", "[2, 3, 3, 3]", "[2, 3, 2, 2]"});
+  expect_error(
+      [&] {
+        max_pool2d_backward(Tensor::zeros({2, 3, 3, 2}), argmax, x.shape());
+      },
+      {"argmax", "[2, 3, 3, 2]"});
+  expect_error(
+      [&] {
+        avg_pool2d_backward(Tensor::zeros({2, 3, 3, 3}), x.shape(), {2, 2, 0});
+      },
+      {"avg_pool2d_backward", "[2, 3, 3, 3]", "[2, 3, 2, 2]"});
   expect_error([&] { global_avg_pool_backward(Tensor::zeros({2, 4}), x.shape(), true); }, {"[2, 4]", "[2, 3]"});
 }

@@ -44,16 +44,26 @@ TEST(TensorOps, UnaryOpsMatchTheStandardLibrary) {
     std::vector<float> out = y.to_vector();
     for (size_t i = 0; i < v.size(); ++i) ASSERT_NEAR(out[i], f(v[i]), tol * std::max(1.f, std::abs(f(v[i])))) << i;
   };
-  check(exp(x), [](float a) { return std::exp(a); }, 2e-6f);
-  check(log(x), [](float a) { return std::log(a); }, 2e-6f);
-  check(sqrt(x), [](float a) { return std::sqrt(a); }, 1e-6f);
-  check(rsqrt(x), [](float a) { return 1.f / std::sqrt(a); }, 1e-6f);
-  check(tanh(x - 2.f), [](float a) { return std::tanh(a - 2.f); }, 2e-6f);
-  check(sigmoid(x - 2.f), [](float a) { return 1.f / (1.f + std::exp(2.f - a)); }, 2e-6f);
-  check(pow(x, 1.7f), [](float a) { return std::pow(a, 1.7f); }, 4e-6f);
-  check(clamp(x, 1.f, 2.f), [](float a) { return std::min(std::max(a, 1.f), 2.f); }, 0.f);
-  check(abs(x - 2.f), [](float a) { return std::abs(a - 2.f); }, 0.f);
-  check(relu(x - 2.f), [](float a) { return std::max(a - 2.f, 0.f); }, 0.f);
+  check(
+      exp(x), [](float a) { return std::exp(a); }, 2e-6f);
+  check(
+      log(x), [](float a) { return std::log(a); }, 2e-6f);
+  check(
+      sqrt(x), [](float a) { return std::sqrt(a); }, 1e-6f);
+  check(
+      rsqrt(x), [](float a) { return 1.f / std::sqrt(a); }, 1e-6f);
+  check(
+      tanh(x - 2.f), [](float a) { return std::tanh(a - 2.f); }, 2e-6f);
+  check(
+      sigmoid(x - 2.f), [](float a) { return 1.f / (1.f + std::exp(2.f - a)); }, 2e-6f);
+  check(
+      pow(x, 1.7f), [](float a) { return std::pow(a, 1.7f); }, 4e-6f);
+  check(
+      clamp(x, 1.f, 2.f), [](float a) { return std::min(std::max(a, 1.f), 2.f); }, 0.f);
+  check(
+      abs(x - 2.f), [](float a) { return std::abs(a - 2.f); }, 0.f);
+  check(
+      relu(x - 2.f), [](float a) { return std::max(a - 2.f, 0.f); }, 0.f);
 }
 
 TEST(TensorOps, ComparisonsAndWhere) {
@@ -122,7 +132,8 @@ TEST(TensorOps, EveryInstructionSetGivesTheSameResults) {
   for (Isa isa : {Isa::kAvx2, Isa::kAvx512}) {
     if (!cpu_supports(isa)) continue;
     const KernelTable& k = kernels_for(isa);
-    for (UnaryOp op : {UnaryOp::kExp, UnaryOp::kLog, UnaryOp::kTanh, UnaryOp::kSigmoid, UnaryOp::kRsqrt, UnaryOp::kRelu}) {
+    for (UnaryOp op :
+         {UnaryOp::kExp, UnaryOp::kLog, UnaryOp::kTanh, UnaryOp::kSigmoid, UnaryOp::kRsqrt, UnaryOp::kRelu}) {
       base.unary(op, 1037, x.data(), 1, ref.data(), 1, 0, 0);
       k.unary(op, 1037, x.data(), 1, out.data(), 1, 0, 0);
       for (size_t i = 0; i < ref.size(); ++i) ASSERT_NEAR(out[i], ref[i], 2e-6f * std::max(1.f, std::abs(ref[i])));
