@@ -1,5 +1,7 @@
 #include "nn/models.h"
 
+#include <fmt/format.h>
+
 #include <cmath>
 
 #include "tensor/error.h"
@@ -93,6 +95,11 @@ Variable ResNet18::features(const Variable& x) {
   return global_avg_pool(h);
 }
 
+const std::vector<std::string>& model_names() {
+  static const std::vector<std::string> names{"small_cnn", "vgg11", "vgg13", "resnet18", "vgg11_lpm", "vgg13_lpm"};
+  return names;
+}
+
 int64_t model_image_size(const std::string& name) { return name == "small_cnn" ? 28 : 32; }
 
 std::shared_ptr<Network> make_model(const ModelConfig& c) {
@@ -113,7 +120,7 @@ std::shared_ptr<Network> make_model(const ModelConfig& c) {
   if (c.name == "vgg11_lpm") return std::make_shared<Vgg>(vgg_config(false), c.classes, c.in_channels, true);
   if (c.name == "vgg13_lpm") return std::make_shared<Vgg>(vgg_config(true), c.classes, c.in_channels, true);
   if (c.name == "resnet18") return std::make_shared<ResNet18>(c.width, c.classes, c.in_channels);
-  PEEL_FAIL("model: unknown model '{}' (known: small_cnn, vgg11, vgg13, vgg11_lpm, vgg13_lpm, resnet18)", c.name);
+  PEEL_FAIL("model: unknown model '{}' (known: {})", c.name, fmt::join(model_names(), ", "));
 }
 
 }  // namespace peel::nn

@@ -26,6 +26,9 @@ struct ModelConfig {
   uint64_t seed = 0;        // initial weights
 };
 
+// The names make_model knows, in the order the help texts list them.
+const std::vector<std::string>& model_names();
+
 std::shared_ptr<Network> make_model(const ModelConfig& config);
 // The input size a model expects (small_cnn 28, others 32).
 int64_t model_image_size(const std::string& name);

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "experiments/cli/commands.h"
+#include "experiments/cli/options.h"
 #include "nn/models.h"
 #include "optim/optimizer.h"
 #include "tensor/conv/conv.h"
@@ -27,7 +28,7 @@ struct BenchOptions {
   int warmup = 3;
   int repetitions = 7;
   int steps = 5;  // per repetition
-  std::string conv_backend;
+  ConvBackend conv_backend = default_conv_backend();
 };
 
 double peak_rss_mb() {
@@ -38,7 +39,7 @@ double peak_rss_mb() {
 
 void run_train_step_bench(const BenchOptions& o) {
   set_num_threads(o.threads);
-  if (!o.conv_backend.empty()) set_default_conv_backend(parse_conv_backend(o.conv_backend));
+  set_default_conv_backend(o.conv_backend);
   nn::ModelConfig config;
   config.name = o.model;
   config.width = o.width;
@@ -99,17 +100,20 @@ void register_bench_command(CLI::App& app) {
   bench->require_subcommand(1);
   auto* cmd = bench->add_subcommand("train-step", "Time the standard training step of a reference model");
   auto o = std::make_shared<BenchOptions>();
-  cmd->add_option("--model", o->model, "small_cnn | vgg11 | resnet18 | vgg11_lpm")
-      ->check(CLI::IsMember({"small_cnn", "vgg11", "vgg13", "resnet18", "vgg11_lpm", "vgg13_lpm"}));
+  add_model_option(cmd, o->model);
   cmd->add_option("--width", o->width, "Width factor for vgg and resnet")->check(CLI::Range(0.01, 8.0));
   cmd->add_option("--batch", o->batch, "Batch size")->check(CLI::Range(1, 65536));
-  cmd->add_option("--threads", o->threads, "Threads (0 = all cores)")->check(CLI::NonNegativeNumber);
+  add_threads_option(cmd, o->threads);
   cmd->add_option("--warmup", o->warmup, "Untimed steps first")->check(CLI::Range(1, 1000));
   cmd->add_option("--repetitions", o->repetitions, "Timed repetitions (the median is reported)")
       ->check(CLI::Range(1, 1000));
   cmd->add_option("--steps", o->steps, "Steps per repetition")->check(CLI::Range(1, 100000));
-  cmd->add_option("--conv-backend", o->conv_backend, "im2col | direct | onednn | reference (default: fastest here)");
-  cmd->callback([o] { run_train_step_bench(*o); });
+  add_conv_backend_option(cmd, o->conv_backend);
+  cmd->callback([o] {
+    BenchOptions options = *o;
+    options.threads = capped_threads(options.threads);
+    run_train_step_bench(options);
+  });
 }
 
 }  // namespace peel::cli

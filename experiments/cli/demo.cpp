@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "experiments/cli/commands.h"
+#include "experiments/cli/options.h"
 #include "nn/layers.h"
 #include "optim/optimizer.h"
 #include "tensor/random.h"
@@ -47,10 +48,10 @@ void register_demo_command(CLI::App& app) {
   auto seed = std::make_shared<uint64_t>(0);
   auto threads = std::make_shared<int>(0);
   cmd->add_option("--steps", *steps, "Training steps")->check(CLI::Range(1, 1000000));
-  cmd->add_option("--seed", *seed, "Random seed");
-  cmd->add_option("--threads", *threads, "Threads (0 = all cores)")->check(CLI::NonNegativeNumber);
+  add_seed_option(cmd, *seed);
+  add_threads_option(cmd, *threads);
   cmd->callback([=] {
-    set_num_threads(*threads);
+    set_num_threads(capped_threads(*threads));
     run_demo(*steps, *seed);
   });
 }

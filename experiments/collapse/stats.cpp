@@ -48,19 +48,23 @@ double RowGeometry::norm_cov_population(const std::vector<bool>& selected) const
   return std_of(picked, 0) / mean_of(picked);
 }
 
-PairStats RowGeometry::pair_stats(const std::vector<bool>& selected) const {
+PairStats pair_stats(const std::vector<bool>& selected, const std::function<double(int64_t, int64_t)>& value) {
   std::vector<int64_t> idx;
   for (size_t a = 0; a < selected.size(); ++a)
     if (selected[a]) idx.push_back(static_cast<int64_t>(a));
   if (idx.size() < 2) return {kNaN, kNaN, kNaN};
   const double offset = 1.0 / static_cast<double>(idx.size() - 1);
-  std::vector<double> cos, dev;
+  std::vector<double> values, deviations;
   for (size_t a = 0; a < idx.size(); ++a)
     for (size_t b = a + 1; b < idx.size(); ++b) {
-      cos.push_back(cosines(idx[a], idx[b]));
-      dev.push_back(std::abs(cos.back() + offset));
+      values.push_back(value(idx[a], idx[b]));
+      deviations.push_back(std::abs(values.back() + offset));
     }
-  return {mean_of(cos), std_of(cos, 0), mean_of(dev)};
+  return {mean_of(values), std_of(values, 0), mean_of(deviations)};
+}
+
+PairStats RowGeometry::pair_stats(const std::vector<bool>& selected) const {
+  return peel::pair_stats(selected, [this](int64_t a, int64_t b) { return cosines(a, b); });
 }
 
 double normalized_distance_squared(const MatrixD& a, const MatrixD& b) {

@@ -1,8 +1,9 @@
-// Internal helpers of the collapse metrics: norms and pairwise cosines of the rows of a matrix,
-// and their summary statistics. Not part of the public API (see collapse.h).
+// Norms and pairwise cosines of the rows of a matrix, and their summary statistics: the geometry
+// the collapse metrics (collapse.h) and the Layer-Peeled Model (lpm/lpm.h) both report.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -16,6 +17,10 @@ struct PairStats {
   double std = 0;              // population std (divided by the number of pairs), as np.std
   double mean_abs_offset = 0;  // mean |cos + 1/(n-1)|, n the number of selected rows
 };
+
+// Statistics of value(i, j) over the pairs i < j of selected indices; NaN when fewer than two are
+// selected.
+PairStats pair_stats(const std::vector<bool>& selected, const std::function<double(int64_t, int64_t)>& value);
 
 // Norms and the cosine matrix of the rows of a matrix.
 struct RowGeometry {

@@ -5,30 +5,21 @@
 #include <cmath>
 #include <limits>
 
+#include "experiments/collapse/stats.h"
 #include "tensor/error.h"
 #include "tensor/threads.h"
 
 namespace peel {
 
 namespace {
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
 bool positive_finite(double v) { return std::isfinite(v) && v > 0; }
 
 // Statistics of `value(i, j)` over pairs i < j in [begin, end) whose rows are both kept.
-template <class Value>
-PairSummary pair_summary(int64_t begin, int64_t end, const std::vector<bool>& kept, Value value) {
-  std::vector<double> values;
-  for (int64_t i = begin; i < end; ++i)
-    for (int64_t j = i + 1; j < end; ++j)
-      if (kept[static_cast<size_t>(i)] && kept[static_cast<size_t>(j)]) values.push_back(value(i, j));
-  if (values.empty()) return {kNaN, kNaN};
-  double mean = 0;
-  for (double v : values) mean += v;
-  mean /= static_cast<double>(values.size());
-  double var = 0;
-  for (double v : values) var += (v - mean) * (v - mean);
-  return {mean, std::sqrt(var / static_cast<double>(values.size()))};
+PairStats pair_summary(int64_t begin, int64_t end, const std::vector<bool>& kept,
+                       const std::function<double(int64_t, int64_t)>& value) {
+  std::vector<bool> selected(kept.size(), false);
+  for (int64_t i = begin; i < end; ++i) selected[static_cast<size_t>(i)] = kept[static_cast<size_t>(i)];
+  return pair_stats(selected, value);
 }
 }  // namespace
 

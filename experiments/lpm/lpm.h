@@ -29,6 +29,7 @@
 #include <string_view>
 #include <vector>
 
+#include "experiments/collapse/stats.h"
 #include "tensor/linalg.h"
 
 namespace peel {
@@ -52,22 +53,17 @@ struct LpmProblem {
   double trace_budget_w() const { return static_cast<double>(classes) * e_w; }  // K E_W
 };
 
-// Mean and population standard deviation (np.std) over pairs i < j; NaN for fewer than two rows.
-struct PairSummary {
-  double mean = 0;
-  double std = 0;
-};
-
 // The geometry of a solution, read from its Gram matrix.
 struct LpmGeometry {
-  // True cosines X_ij / sqrt(X_ii X_jj) between classifier rows w_i, w_j.
-  PairSummary minority_cosine, majority_cosine;
+  // True cosines X_ij / sqrt(X_ii X_jj) between classifier rows w_i, w_j (mean, population std as
+  // np.std, and mean |cos + 1/(n-1)|, over pairs i < j; NaN for fewer than two rows).
+  PairStats minority_cosine, majority_cosine;
   // What Fang et al.'s optimization.py reports: 1 - scipy cosine distance between whole rows i, j of
   // the 2K x 2K Gram matrix (vectors in R^{2K}), for the classifier rows. Equal to the true cosine
   // only at collapse; kept for parity with the reference curve.
-  PairSummary minority_row_cosine, majority_row_cosine;
+  PairStats minority_row_cosine, majority_row_cosine;
   // True cosines between the class means h_i, h_j.
-  PairSummary minority_feature_cosine, majority_feature_cosine;
+  PairStats minority_feature_cosine, majority_feature_cosine;
   // Rows with ||w_k|| <= 1e-6 sqrt(E_W) have vanished: the model gave up on those classes (w_k = 0
   // up to round-off; happens for many minority classes at large R, e.g. K = 50, K_A = 25, R >= 4).
   // Their cosines are undefined and left out of the statistics above, which are NaN when fewer than

@@ -15,8 +15,6 @@ namespace peel {
 
 namespace fs = std::filesystem;
 
-bool gnuplot_available() { return std::system("command -v gnuplot >/dev/null 2>&1") == 0; }
-
 namespace {
 std::string quoted(const std::string& s) {
   std::string out = "\"";
@@ -90,6 +88,19 @@ std::string render_svg(const Plot& plot) {
   // Drop the XML prologue so the SVG can sit inline in HTML.
   if (auto start = text.find("<svg"); start != std::string::npos) text = text.substr(start);
   return text;
+}
+
+void check_gnuplot_works() {
+  Plot probe{.title = "probe", .x_label = "x", .y_label = "y"};
+  probe.series.push_back({"probe", {1, 2}, {1, 2}});
+  try {
+    render_svg(probe);
+  } catch (const Error& e) {
+    PEEL_FAIL(
+        "reports draw their figures with gnuplot, which does not work here ({}); install it (apt-get install "
+        "gnuplot-nox, or run scripts/setup) before training",
+        e.what());
+  }
 }
 
 }  // namespace peel

@@ -29,6 +29,8 @@ struct Plot {
 // Renders `plot` to SVG text with gnuplot. Throws naming gnuplot's error output on failure.
 std::string render_svg(const Plot& plot);
 
-bool gnuplot_available();
+// Throws, saying how to install it, unless gnuplot runs and draws an SVG: reports check this
+// before their first training run, not after the last.
+void check_gnuplot_works();
 
 }  // namespace peel

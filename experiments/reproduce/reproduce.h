@@ -1,7 +1,8 @@
-// `peel reproduce minority-collapse` and `peel reproduce neural-collapse`: sweeps of training
-// runs, the Layer-Peeled Model's prediction, and a self-contained HTML report with figures.
+// `peel reproduce <study>`: a sweep of training runs, the theory's prediction where there is one,
+// and a self-contained HTML report with figures.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace peel {
@@ -9,20 +10,22 @@ namespace peel {
 struct ReproduceConfig {
   std::string out_dir;
   std::string data_dir = "data";
-  std::string dataset;  // empty: the experiment's default
-  std::string model;    // empty: the experiment's default
+  std::string dataset;  // empty: the study's default
+  std::string model;    // empty: the study's default
   bool paper = false;   // the paper's own protocol (hours to days on a CPU)
-  int64_t epochs = 0;   // 0: the experiment's default
-  int64_t n_major = 0;  // 0: the experiment's default
+  int64_t epochs = 0;   // 0: the study's default
+  int64_t n_major = 0;  // 0: the study's default
   int threads = 0;
   uint64_t seed = 666;
   bool quiet = false;
-  int64_t stop_after_epochs = 0;  // > 0: stop the first unfinished run after this many epochs, no report (smoke test)
+  bool force = false;             // start again the runs whose folders hold other settings
+  int64_t stop_after_epochs = 0;  // > 0: stop the first unfinished run after this many epochs, no report
 };
 
-// Runs what is not yet complete (finished runs are kept; interrupted ones resume), then writes
-// out_dir/report.html. Returns the report's path, or an empty string when stop_after_epochs stopped
-// the sweep early.
+// Each checks every run folder under out_dir/runs/ and that gnuplot works before the first run
+// starts, runs what is not yet complete (complete runs are kept; interrupted ones resume), then
+// writes out_dir/report.html. Returns the report's path, or an empty string when
+// stop_after_epochs stopped the sweep early.
 std::string reproduce_minority_collapse(const ReproduceConfig& config);
 std::string reproduce_neural_collapse(const ReproduceConfig& config);
 

@@ -24,12 +24,20 @@ Progress::Progress(int64_t total_epochs, int64_t steps_per_epoch, bool quiet)
       epoch_start_(start_),
       last_draw_(start_) {}
 
+namespace {
+// Images per second, or "-" when the time is too short to say (a tiny epoch of one step).
+std::string rate_text(int64_t images, double seconds) {
+  return seconds >= 1e-3 ? fmt::format("{:.0f}", static_cast<double>(images) / seconds) : std::string("-");
+}
+}  // namespace
+
+void Progress::start_epoch() {
+  epoch_start_ = last_step_ = std::chrono::steady_clock::now();
+  epoch_images_ = 0;
+}
+
 void Progress::step(int64_t epoch, int64_t step, double loss, double accuracy, int64_t images) {
   const auto now = std::chrono::steady_clock::now();
-  if (step == 0) {
-    epoch_start_ = now;
-    epoch_images_ = 0;
-  }
   epoch_images_ += images;
   ++steps_done_;
   last_step_ = now;
@@ -43,11 +51,11 @@ void Progress::step(int64_t epoch, int64_t step, double loss, double accuracy, i
   const double eta = elapsed / static_cast<double>(steps_done_) * (total_steps - static_cast<double>(steps_done_));
   constexpr int kWidth = 24;
   const int filled = static_cast<int>(kWidth * (step + 1) / std::max<int64_t>(steps_per_epoch_, 1));
-  std::fprintf(stdout, "\r\033[Kepoch %lld/%lld [%s%s] %lld/%lld loss %.4f acc %.2f%% %.0f img/s ETA %s",
+  std::fprintf(stdout, "\r\033[Kepoch %lld/%lld [%s%s] %lld/%lld loss %.4f acc %.2f%% %s img/s ETA %s",
                static_cast<long long>(epoch + 1), static_cast<long long>(total_epochs_),
                std::string(filled, '#').c_str(), std::string(kWidth - filled, '.').c_str(),
                static_cast<long long>(step + 1), static_cast<long long>(steps_per_epoch_), loss, 100 * accuracy,
-               static_cast<double>(epoch_images_) / std::max(epoch_seconds, 1e-9), clock_text(eta).c_str());
+               rate_text(epoch_images_, epoch_seconds).c_str(), clock_text(eta).c_str());
   std::fflush(stdout);
 }
 
@@ -58,9 +66,9 @@ void Progress::epoch_done(int64_t epoch, const std::string& summary) {
   const double elapsed = std::chrono::duration<double>(now - start_).count();
   if (quiet_) return;
   if (terminal_) std::fputs("\r\033[K", stdout);
-  std::fprintf(stdout, "epoch %lld/%lld  %s  %.0f img/s  %s elapsed\n", static_cast<long long>(epoch + 1),
-               static_cast<long long>(total_epochs_), summary.c_str(),
-               static_cast<double>(epoch_images_) / std::max(epoch_seconds, 1e-9), clock_text(elapsed).c_str());
+  std::fprintf(stdout, "epoch %lld/%lld  %s  %s img/s  %s elapsed\n", static_cast<long long>(epoch + 1),
+               static_cast<long long>(total_epochs_), summary.c_str(), rate_text(epoch_images_, epoch_seconds).c_str(),
+               clock_text(elapsed).c_str());
   std::fflush(stdout);
 }
 

@@ -11,6 +11,8 @@ namespace peel {
 class Progress {
  public:
   Progress(int64_t total_epochs, int64_t steps_per_epoch, bool quiet = false);
+  // Before an epoch's first step.
+  void start_epoch();
   // After each training step: running loss and accuracy of the epoch so far, images in the step.
   void step(int64_t epoch, int64_t step, double loss, double accuracy, int64_t images);
   // After an epoch: its summary line (always printed, terminal or not).

@@ -71,7 +71,24 @@ MatrixD random_feasible(Generator& gen, int64_t k, double a, double b) {
 
 }  // namespace
 
-TEST(LpmTheory, ClosedFormBalancedLoss) { EXPECT_NEAR(kBalancedLoss, 0.559782, 1e-6); }
+// The model's objective at a hand-built optimum: w_k a simplex ETF with ||w_k||^2 = E_W and
+// h_k = sqrt(E_H / E_W) w_k, so the true logit is sqrt(E_H E_W) and the others -sqrt(E_H E_W)/(K-1).
+// lpm_objective must give science.md's anchor, log(1 + 9 exp(-sqrt(5) 10/9)) = 0.559782.
+TEST(LpmTheory, ObjectiveAtTheSimplexEtfIsTheClosedForm) {
+  const LpmProblem p = authors_problem(1);
+  const int64_t k = p.classes;
+  const double scale = std::sqrt(p.e_h / p.e_w);
+  MatrixD gram = MatrixD::zeros(2 * k, 2 * k);
+  for (int64_t i = 0; i < k; ++i)
+    for (int64_t j = 0; j < k; ++j) {
+      const double ww = p.e_w * (i == j ? 1.0 : -1.0 / static_cast<double>(k - 1));  // <w_i, w_j>
+      gram(k + i, k + j) = ww;
+      gram(i, j) = scale * scale * ww;               // <h_i, h_j>
+      gram(i, k + j) = gram(k + j, i) = scale * ww;  // <h_i, w_j>
+    }
+  EXPECT_NEAR(lpm_objective(gram, p), 0.559782, 1e-6);
+  EXPECT_NEAR(lpm_objective(gram, p), kBalancedLoss, 1e-12);
+}
 
 TEST(LpmTheory, BalancedSdpIsASimplexEtfWithTheClosedFormLoss) {
   const LpmProblem p = authors_problem(1);

@@ -1,83 +1,23 @@
-// The two reproductions. Each is a list of training runs (experiments/train.cpp), run one after
-// another into out_dir/runs/<name>/, then a report built from their metrics.csv and summary.json.
-#include "experiments/reproduce/reproduce.h"
-
+// `peel reproduce minority-collapse`: Fang, He, Long and Su (PNAS 2021), the sweep over the imbalance
+// ratio R with both mitigations, beside the Layer-Peeled Model's prediction.
 #include <fmt/format.h>
 
 #include <cmath>
-#include <filesystem>
-#include <fstream>
-#include <map>
-#include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "experiments/lpm/lpm.h"
 #include "experiments/report/plot.h"
 #include "experiments/report/report.h"
-#include "experiments/train.h"
-#include "nn/module.h"
+#include "experiments/reproduce/reproduce.h"
+#include "experiments/reproduce/sweep.h"
 #include "tensor/error.h"
 
 namespace peel {
 
-namespace fs = std::filesystem;
 using nlohmann::json;
-
-namespace {
-
-struct Run {
-  std::string name;   // directory under runs/
-  std::string label;  // for legends and tables
-  TrainConfig config;
-};
-
-// Runs a training run unless it already finished (summary.json present); resumes if interrupted.
-json run_once(Run& run, bool quiet, int64_t stop_after_epochs) {
-  const std::string summary_path = run.config.out_dir + "/summary.json";
-  if (fs::exists(summary_path)) {
-    if (!quiet) fmt::print("{}: already complete, kept\n", run.name);
-    return json::parse(std::ifstream(summary_path));
-  }
-  if (!quiet) fmt::print("== {} ({})\n", run.name, run.label);
-  run.config.resume = fs::exists(run.config.out_dir + "/checkpoint.peel");
-  run.config.stop_after_epochs = stop_after_epochs;
-  return run_training(run.config);  // empty when stop_after_epochs stopped it
-}
-
-RunMetrics read_run_metrics(const std::string& dir) {
-  const std::string path = dir + "/metrics.csv";
-  PEEL_CHECK(std::filesystem::exists(path), "{} is missing", path);
-  MetricsTable table = read_metrics_csv(path);
-  RunMetrics m;
-  for (const std::string& name : table.columns) m[name] = table.column(name);
-  return m;
-}
-
-// The recipe both papers share: SGD, batch 128, momentum 0.9, weight decay 5e-4, lr divided by 10
-// at 1/3 and 2/3 of training (epochs 116 and 233 of 350 under --paper).
-TrainConfig shared_recipe(const ReproduceConfig& rc) {
-  TrainConfig c;
-  c.data_dir = rc.data_dir;
-  c.schedule = rc.paper ? "multistep:116,233" : "multistep";
-  c.batch = 128;
-  c.momentum = 0.9f;
-  c.weight_decay = 5e-4f;
-  c.seed = rc.seed;
-  c.threads = rc.threads;
-  c.quiet = rc.quiet;
-  return c;
-}
-
-double value_or_nan(const json& j, const std::string& key) {
-  return j.contains(key) && j[key].is_number() ? j[key].get<double>() : NAN;
-}
-
-}  // namespace
 
 // ---- Minority Collapse (Fang, He, Long, Su 2021) -------------------------------------------------
 
 std::string reproduce_minority_collapse(const ReproduceConfig& rc) {
-  PEEL_CHECK(!rc.out_dir.empty(), "reproduce: --out DIR is required");
   // The default scale finishes in about half an hour on 2 cores; --paper is the authors' protocol.
   TrainConfig base = shared_recipe(rc);
   base.dataset = rc.dataset.empty() ? "fashion-mnist" : rc.dataset;
@@ -85,40 +25,31 @@ std::string reproduce_minority_collapse(const ReproduceConfig& rc) {
   base.majority_classes = 5;
   base.n_major = rc.n_major > 0 ? rc.n_major : rc.paper ? 6000 : 1000;
   base.epochs = rc.epochs > 0 ? rc.epochs : rc.paper ? 350 : 70;
-  base.lr = 0.1f;
+  base.lr = 0.1;
   base.metrics_every = rc.paper ? 10 : 5;
-  base.global_mean = "all-samples";  // as the authors' code centres the class means
+  base.global_mean = GlobalMean::AllSamples;  // as the authors' code centres the class means
 
   const std::vector<double> ratios{1, 10, 100, 1000};
-  std::vector<Run> runs;
+  std::vector<SweepRun> runs;
   for (double r : ratios) {
-    Run run{fmt::format("R{:g}", r), fmt::format("R = {:g}", r), base};
+    SweepRun run{fmt::format("R{:g}", r), fmt::format("R = {:g}", r), base};
     run.config.ratio = r;
     runs.push_back(run);
   }
   const double r_max = ratios.back();
-  Run oversample{fmt::format("R{:g}-oversample", r_max), fmt::format("R = {:g}, oversampling x{:g}", r_max, r_max),
-                 base};
+  SweepRun oversample{fmt::format("R{:g}-oversample", r_max), fmt::format("R = {:g}, oversampling x{:g}", r_max, r_max),
+                      base};
   oversample.config.ratio = r_max;
-  oversample.config.sampler = "oversample";
-  Run reweight{fmt::format("R{:g}-reweight", r_max), fmt::format("R = {:g}, loss reweighting x{:g}", r_max, r_max),
-               base};
+  oversample.config.sampler = Sampler::oversample;
+  SweepRun reweight{fmt::format("R{:g}-reweight", r_max), fmt::format("R = {:g}, loss reweighting x{:g}", r_max, r_max),
+                    base};
   reweight.config.ratio = r_max;
-  reweight.config.class_weights = "inverse";
+  reweight.config.class_weights = ClassWeights::inverse;
   runs.push_back(oversample);
   runs.push_back(reweight);
 
-  fs::create_directories(rc.out_dir + "/runs");
-  std::vector<json> summaries;
-  for (Run& run : runs) {
-    run.config.out_dir = rc.out_dir + "/runs/" + run.name;
-    summaries.push_back(run_once(run, rc.quiet, rc.stop_after_epochs));
-    if (summaries.back().empty()) {
-      if (!rc.quiet)
-        fmt::print("stopped after {} epoch(s) of {} (--stop-after); no report\n", rc.stop_after_epochs, run.name);
-      return {};
-    }
-  }
+  const std::vector<json> summaries = run_sweep(runs, rc);
+  if (summaries.empty()) return {};
 
   // The Layer-Peeled Model's prediction on the authors' grid (K = 10, K_A = 5, E_H = 5, E_W = 1),
   // without mitigation and with the minority weighted by R_max (what both mitigations do to it).
@@ -211,7 +142,7 @@ std::string reproduce_minority_collapse(const ReproduceConfig& rc) {
       {"nc4", "NC4 mismatch with nearest class centre"},
       {"minority_cosine", "minority classifier cosine"}};
   std::vector<RunMetrics> metrics;
-  for (const Run& run : runs) metrics.push_back(read_run_metrics(run.config.out_dir));
+  for (const SweepRun& run : runs) metrics.push_back(read_run_metrics(rc, run));
   for (const auto& [column, title] : nc_panels) {
     Plot p{.title = title + " against epoch",
            .x_label = "epoch",
@@ -242,87 +173,13 @@ std::string reproduce_minority_collapse(const ReproduceConfig& rc) {
         *plain_lpm.collapse_ratio));
 
   std::vector<std::string> labels;
-  for (const Run& run : runs) labels.push_back(run.label);
+  for (const SweepRun& run : runs) labels.push_back(run.label);
   report.summary_table(labels, summaries,
                        {"train_accuracy", "test_accuracy", "test_accuracy_majority", "test_accuracy_minority",
                         "minority_cosine", "minority_cosine_std", "majority_cosine", "nc1", "nc2_equinorm",
                         "nc2_equiangular", "nc2_maxangle", "nc3", "nc4", "wall_seconds"});
   const std::string path = rc.out_dir + "/report.html";
   report.write(path);
-  if (!rc.quiet) fmt::print("report written to {}\n", path);
-  return path;
-}
-
-// ---- Neural collapse (Papyan, Han, Donoho 2020) --------------------------------------------------
-
-std::string reproduce_neural_collapse(const ReproduceConfig& rc) {
-  PEEL_CHECK(!rc.out_dir.empty(), "reproduce: --out DIR is required");
-  TrainConfig c = shared_recipe(rc);
-  c.dataset = rc.dataset.empty() ? "mnist" : rc.dataset;
-  c.model = !rc.model.empty() ? rc.model : rc.paper ? "resnet18" : "small_cnn";
-  c.n_major = rc.n_major > 0 ? rc.n_major : rc.paper ? 0 : 500;  // balanced subset: n images per class
-  c.epochs = rc.epochs > 0 ? rc.epochs : rc.paper ? 350 : 100;
-  c.lr = rc.paper ? 0.0679f : 0.05f;  // Papyan et al.'s notebook uses 0.0679 for CE
-  c.metrics_every = 1;
-  c.global_mean = "class-means";  // Papyan et al. centre on the mean of the class means
-  Run run{"balanced", "balanced", c};
-  run.config.out_dir = rc.out_dir + "/runs/balanced";
-  fs::create_directories(rc.out_dir + "/runs");
-  json summary = run_once(run, rc.quiet, rc.stop_after_epochs);
-  if (summary.empty()) {
-    if (!rc.quiet) fmt::print("stopped after {} epoch(s) (--stop-after); no report\n", rc.stop_after_epochs);
-    return {};
-  }
-  RunMetrics m = read_run_metrics(run.config.out_dir);
-
-  // The terminal phase starts at the first epoch with zero training error.
-  std::vector<double> tpt;
-  for (size_t i = 0; i < m["epoch"].size(); ++i)
-    if (m["train_accuracy"][i] >= 1.0) {
-      tpt.push_back(m["epoch"][i]);
-      break;
-    }
-
-  Report report("Neural collapse, reproduced with peel");
-  report.paragraph(
-      fmt::format("Papyan, Han and Donoho (PNAS 2020): trained past zero training error, the penultimate features "
-                  "collapse to their "
-                  "class means (NC1), the centred means form a simplex ETF (NC2), the classifier aligns with them "
-                  "(NC3) and the network "
-                  "decides like the nearest class centre (NC4). Scale: {} on {}, {} training images per class, {} "
-                  "epochs, batch {}, SGD lr "
-                  "{} (x0.1 at 1/3 and 2/3), momentum {}, weight decay {}, seed {}; metrics on the training set every "
-                  "epoch, centred on the "
-                  "mean of the class means. {}",
-                  c.model, c.dataset, c.n_major > 0 ? std::to_string(c.n_major) : std::string("all"), c.epochs, c.batch,
-                  c.lr, c.momentum, c.weight_decay, c.seed,
-                  tpt.empty() ? "Training error did not reach zero in this run."
-                              : fmt::format("Training error first reached zero at epoch {:g} (dashed line).", tpt[0])));
-  auto panel = [&](const std::string& title, const std::string& y_label,
-                   std::vector<std::pair<std::string, std::string>> cols, bool log_y) {
-    Plot p{.title = title, .x_label = "epoch", .y_label = y_label, .log_x = true, .log_y = log_y};
-    p.vertical_lines = tpt;
-    p.vertical_label = "zero train error";
-    for (const auto& [col, label] : cols) p.series.push_back({label, m["epoch"], m[col], "lines"});
-    report.figure(p, "");
-  };
-  panel("Accuracy", "accuracy", {{"train_accuracy", "train"}, {"test_accuracy", "test"}}, false);
-  panel("NC1: within-class variability collapse", "Tr(Sigma_W Sigma_B^+)/K", {{"nc1", "NC1"}}, true);
-  panel("NC2: equinorm", "std/mean of norms",
-        {{"nc2_equinorm_means", "class means"}, {"nc2_equinorm_classifier", "classifier rows"}}, true);
-  panel("NC2: equiangularity", "std of pairwise cosines",
-        {{"nc2_equiangular_means", "class means"}, {"nc2_equiangular_classifier", "classifier rows"}}, true);
-  panel("NC2: maximal angle", "mean |cos + 1/(K-1)|",
-        {{"nc2_maxangle_means", "class means"}, {"nc2_maxangle_classifier", "classifier rows"}}, true);
-  panel("NC3: self-duality", "||W/||W|| - M/||M|| ||^2", {{"nc3", "NC3"}}, true);
-  panel("NC4: agreement with nearest class centre", "fraction of mismatches", {{"nc4", "NC4"}}, true);
-  report.summary_table({"balanced"}, {summary},
-                       {"train_accuracy", "test_accuracy", "nc1", "nc2_equinorm_means", "nc2_equinorm_classifier",
-                        "nc2_equiangular_means", "nc2_equiangular_classifier", "nc2_maxangle_means",
-                        "nc2_maxangle_classifier", "nc3", "nc4", "wall_seconds"});
-  const std::string path = rc.out_dir + "/report.html";
-  report.write(path);
-  if (!rc.quiet) fmt::print("report written to {}\n", path);
   return path;
 }
 

@@ -1,0 +1,98 @@
+#include "experiments/reproduce/sweep.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "experiments/report/plot.h"
+#include "experiments/run/folder.h"
+#include "experiments/train.h"
+#include "tensor/error.h"
+
+namespace peel {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+std::string run_dir(const ReproduceConfig& rc, const SweepRun& run) { return rc.out_dir + "/runs/" + run.name; }
+
+// What each run will do; refuses, listing every problem at once, when a folder cannot be used.
+std::vector<ExistingRun> plan_runs(const std::vector<SweepRun>& runs, const ReproduceConfig& rc) {
+  std::vector<ExistingRun> plan;
+  std::vector<std::string> problems;
+  for (const SweepRun& run : runs) {
+    check_config(run.config);
+    const FolderState s = inspect_run_folder(run_dir(rc, run), run.config);
+    if (!s.differing_settings.empty() && !rc.force)
+      problems.push_back(fmt::format("{} holds a run with other settings:\n    {}", run_dir(rc, run),
+                                     fmt::join(s.differing_settings, "\n    ")));
+    else if (s.has_config && !s.has_checkpoint && s.measured_epochs > 0 && !rc.force)
+      problems.push_back(fmt::format("{} has metrics but no checkpoint to continue from", run_dir(rc, run)));
+    const bool usable = s.has_config && s.differing_settings.empty();
+    plan.push_back(rc.force && !usable ? ExistingRun::restart : ExistingRun::resume);
+    if (!s.has_config && !s.has_checkpoint && s.measured_epochs == 0) plan.back() = ExistingRun::refuse;  // fresh
+  }
+  PEEL_CHECK(problems.empty(),
+             "reproduce: {}\nUse --force to start those runs again with this command's settings, or another --out",
+             fmt::join(problems, "\n"));
+  return plan;
+}
+
+}  // namespace
+
+std::vector<json> run_sweep(const std::vector<SweepRun>& runs, const ReproduceConfig& rc) {
+  PEEL_CHECK(!rc.out_dir.empty(), "reproduce: --out DIR is required");
+  check_gnuplot_works();
+  std::error_code error;
+  fs::create_directories(rc.out_dir + "/runs", error);
+  PEEL_CHECK(!error, "reproduce: cannot create {}/runs: {}", rc.out_dir, error.message());
+  const std::vector<ExistingRun> plan = plan_runs(runs, rc);
+
+  std::vector<json> summaries;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const SweepRun& run = runs[i];
+    if (!rc.quiet) fmt::print("== {} ({})\n", run.name, run.label);
+    json summary = run_training(run.config, {.out_dir = run_dir(rc, run),
+                                             .existing = plan[i],
+                                             .quiet = rc.quiet,
+                                             .stop_after_epochs = rc.stop_after_epochs});
+    if (summary.empty()) {
+      if (!rc.quiet)
+        fmt::print("stopped after {} epoch(s) of {} (--stop-after); no report\n", rc.stop_after_epochs, run.name);
+      return {};
+    }
+    summaries.push_back(std::move(summary));
+  }
+  return summaries;
+}
+
+RunMetrics read_run_metrics(const ReproduceConfig& rc, const SweepRun& run) {
+  const std::string path = run_dir(rc, run) + "/metrics.csv";
+  PEEL_CHECK(fs::exists(path), "{} is missing", path);
+  const MetricsTable table = read_metrics_csv(path);
+  RunMetrics m;
+  for (const std::string& name : table.columns) m[name] = table.column(name);
+  return m;
+}
+
+TrainConfig shared_recipe(const ReproduceConfig& rc) {
+  TrainConfig c;
+  c.data_dir = rc.data_dir;
+  c.schedule = Schedule::multistep;
+  if (rc.paper) c.milestones = {116, 233};
+  c.batch = 128;
+  c.momentum = 0.9;
+  c.weight_decay = 5e-4;
+  c.seed = rc.seed;
+  c.threads = rc.threads;
+  return c;
+}
+
+double value_or_nan(const json& j, const std::string& key) {
+  return j.contains(key) && j[key].is_number() ? j[key].get<double>() : NAN;
+}
+
+}  // namespace peel

@@ -1,0 +1,37 @@
+// What every reproduction shares: its runs, checked all together before the first starts and then
+// trained one after another into out_dir/runs/<name>/, and the recipe both papers train with.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "experiments/report/report.h"
+#include "experiments/reproduce/reproduce.h"
+#include "experiments/run/config.h"
+
+namespace peel {
+
+struct SweepRun {
+  std::string name;   // folder under out_dir/runs/
+  std::string label;  // for legends and tables
+  TrainConfig config;
+};
+
+// Checks, before any training: the report can be drawn (gnuplot), out_dir is writable, and no run
+// folder holds a run of other settings (unless rc.force, which starts those again) or a run that
+// cannot be continued. Then trains each run not yet complete and returns every summary, in order;
+// empty when rc.stop_after_epochs stopped a run.
+std::vector<nlohmann::json> run_sweep(const std::vector<SweepRun>& runs, const ReproduceConfig& rc);
+
+// The columns of a finished run's metrics.csv.
+RunMetrics read_run_metrics(const ReproduceConfig& rc, const SweepRun& run);
+
+// SGD, batch 128, momentum 0.9, weight decay 5e-4, lr divided by 10 at 1/3 and 2/3 of training
+// (epochs 116 and 233 of 350 under --paper), the seed and threads asked for.
+TrainConfig shared_recipe(const ReproduceConfig& rc);
+
+// summary[key] as a number, NaN when absent or null.
+double value_or_nan(const nlohmann::json& summary, const std::string& key);
+
+}  // namespace peel
