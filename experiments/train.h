@@ -12,10 +12,10 @@ namespace peel {
 
 // How this process runs a TrainConfig (none of it goes into config.json).
 struct RunOptions {
-  std::string out_dir;                          // the run folder (experiments/run/folder.h)
-  ExistingRun existing = ExistingRun::refuse;   // --resume / --force
+  std::string out_dir;                         // the run folder (experiments/run/folder.h)
+  ExistingRun existing = ExistingRun::refuse;  // --resume / --force
   bool quiet = false;
-  int64_t stop_after_epochs = 0;                // > 0: stop after this many epochs, as if interrupted
+  int64_t stop_after_epochs = 0;  // > 0: stop after this many epochs, as if interrupted
 };
 
 // Trains to the end (or continues a run), writing the run folder, and returns the summary (also in
