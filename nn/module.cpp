@@ -1,9 +1,7 @@
 #include "nn/module.h"
 
 #include <fmt/format.h>
-#include <unistd.h>
 
-#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -112,22 +110,6 @@ class Reader {
 };
 }  // namespace
 
-void write_file_atomically(const std::string& path, const std::string& bytes) {
-  const std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    PEEL_CHECK(out.good(), "cannot open {} for writing: {}", tmp, std::strerror(errno));
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    PEEL_CHECK(out.good(), "writing {} failed: {}", tmp, std::strerror(errno));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    std::remove(tmp.c_str());
-    PEEL_FAIL("cannot rename {} to {}: {}", tmp, path, std::strerror(err));
-  }
-}
-
 void write_state(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& state) {
   std::string out(kMagic, sizeof(kMagic));
   put<uint32_t>(out, kVersion);
@@ -140,7 +122,7 @@ void write_state(const std::string& path, const std::vector<std::pair<std::strin
     const std::vector<float> values = t.to_vector();
     out.append(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
   }
-  write_file_atomically(path, out);
+  io::write_file_atomic(path, out);
 }
 
 std::vector<std::pair<std::string, Tensor>> read_state(const std::string& path) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "autograd/variable.h"
+#include "tensor/io/file_io.h"
 
 namespace peel::nn {
 
@@ -69,8 +70,9 @@ std::vector<std::pair<std::string, Tensor>> read_state(const std::string& path);
 void assign_state(const std::vector<std::pair<std::string, Tensor>>& target,
                   const std::vector<std::pair<std::string, Tensor>>& loaded, const std::string& source);
 
-// Writes `path` through a temporary file in the same directory and renames it into place, so a
-// reader never sees half a file.
-void write_file_atomically(const std::string& path, const std::string& bytes);
+// Kept only until experiments/ calls io::write_file_atomic (tensor/io/file_io.h) itself; remove then.
+inline void write_file_atomically(const std::string& path, const std::string& bytes) {
+  io::write_file_atomic(path, bytes);
+}
 
 }  // namespace peel::nn

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <filesystem>
 
-#include "datasets/file_io.h"
 #include "tensor/error.h"
+#include "tensor/io/file_io.h"
 
 namespace peel::data {
 
@@ -32,7 +32,7 @@ RawImages parse_cifar10_batch(std::span<const uint8_t> bytes, const std::string&
   return out;
 }
 
-RawImages read_cifar10_batch(const std::string& path) { return parse_cifar10_batch(read_maybe_gzip(path), path); }
+RawImages read_cifar10_batch(const std::string& path) { return parse_cifar10_batch(io::read_maybe_gzip(path), path); }
 
 RawImages read_cifar10(const std::string& dir, const std::string& split) {
   PEEL_CHECK(split == "train" || split == "test", "cifar10: split must be train or test, got '{}'", split);

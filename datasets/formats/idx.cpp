@@ -54,9 +54,9 @@ IdxArray parse_idx(std::span<const uint8_t> bytes, const std::string& name) {
 }
 
 IdxArray read_idx(const std::string& path) {
-  const Bytes raw = read_file(path);
-  if (!is_gzip(raw)) return parse_idx(raw, path);
-  const Bytes decoded = gunzip(raw, path);
+  const Bytes raw = io::read_file(path);
+  if (!io::is_gzip(raw)) return parse_idx(raw, path);
+  const Bytes decoded = io::gunzip(raw, path);
   return parse_idx(decoded, path + " (gzip-decoded)");
 }
 
@@ -78,7 +78,7 @@ Bytes encode_idx(const std::vector<int64_t>& dims, std::span<const uint8_t> valu
 }
 
 void write_idx(const std::string& path, const std::vector<int64_t>& dims, std::span<const uint8_t> values) {
-  write_file_atomic(path, encode_idx(dims, values));
+  io::write_file_atomic(path, encode_idx(dims, values));
 }
 
 RawImages idx_to_images(IdxArray images, const std::string& images_name, const IdxArray& labels,

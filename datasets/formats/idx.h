@@ -8,10 +8,12 @@
 #include <string>
 #include <vector>
 
-#include "datasets/file_io.h"
 #include "datasets/raw_images.h"
+#include "tensor/io/file_io.h"
 
 namespace peel::data {
+
+using io::Bytes;
 
 struct IdxArray {
   std::vector<int64_t> dims;
@@ -28,7 +30,7 @@ IdxArray read_idx(const std::string& path);
 // The bytes of an IDX ubyte file.
 Bytes encode_idx(const std::vector<int64_t>& dims, std::span<const uint8_t> values);
 
-// Writes an IDX ubyte file atomically (see write_file_atomic).
+// Writes an IDX ubyte file atomically (see io::write_file_atomic).
 void write_idx(const std::string& path, const std::vector<int64_t>& dims, std::span<const uint8_t> values);
 
 // An images file (3 dims: count, rows, columns) paired with its labels file (1 dim: count),

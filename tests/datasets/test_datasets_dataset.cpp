@@ -8,14 +8,15 @@
 #include <filesystem>
 
 #include "datasets/dataset.h"
-#include "datasets/file_io.h"
 #include "datasets/formats/idx.h"
 #include "datasets/synthetic.h"
 #include "tensor/error.h"
+#include "tensor/io/file_io.h"
 #include "tests/support/temp_files.h"
 
 using namespace peel;
 using namespace peel::data;
+using peel::io::read_file;
 namespace fs = std::filesystem;
 
 namespace {

@@ -10,12 +10,15 @@
 #include <sstream>
 
 #include "datasets/fetch.h"
-#include "datasets/file_io.h"
 #include "tensor/error.h"
+#include "tensor/io/file_io.h"
 #include "tests/support/temp_files.h"
 
 using namespace peel;
 using namespace peel::data;
+using peel::io::Bytes;
+using peel::io::read_file;
+using peel::io::write_file_atomic;
 namespace fs = std::filesystem;
 
 namespace {
