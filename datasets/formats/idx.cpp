@@ -53,12 +53,13 @@ IdxArray parse_idx(std::span<const uint8_t> bytes, const std::string& name) {
   return out;
 }
 
-IdxArray read_idx(const std::string& path) {
-  const Bytes raw = io::read_file(path);
+IdxArray decode_idx(std::span<const uint8_t> raw, const std::string& path) {
   if (!io::is_gzip(raw)) return parse_idx(raw, path);
   const Bytes decoded = io::gunzip(raw, path);
   return parse_idx(decoded, path + " (gzip-decoded)");
 }
+
+IdxArray read_idx(const std::string& path) { return decode_idx(io::read_file(path), path); }
 
 Bytes encode_idx(const std::vector<int64_t>& dims, std::span<const uint8_t> values) {
   PEEL_CHECK(!dims.empty() && static_cast<int64_t>(dims.size()) <= kMaxDims,

@@ -24,6 +24,9 @@ struct IdxArray {
 // offset: bad magic, unsupported type, 0 or more than 4 dimensions, truncated data, trailing bytes.
 IdxArray parse_idx(std::span<const uint8_t> bytes, const std::string& name);
 
+// The content of the file `path` (raw or gzipped IDX), parsed.
+IdxArray decode_idx(std::span<const uint8_t> raw, const std::string& path);
+
 // Reads an IDX file, gzip-decoded first when it is gzipped.
 IdxArray read_idx(const std::string& path);
 
