@@ -1,13 +1,19 @@
 #include "datasets/dataset.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
+#include <optional>
+#include <set>
 
 #include "datasets/formats/cifar.h"
 #include "datasets/formats/idx.h"
+#include "datasets/manifest.h"
 #include "datasets/synthetic.h"
 #include "tensor/error.h"
+#include "tensor/io/file_io.h"
 #include "tensor/threads.h"
 
 namespace peel::data {
@@ -36,6 +42,51 @@ std::string find_idx(const fs::path& dir, const std::string& file, const std::st
       set, (dir / file).string(), set);
 }
 
+// The files of one data set, each read once and checked against the set's manifest.json (size and
+// SHA-256 of the very bytes that are then parsed) before it is used. A folder without a manifest
+// (files put there by hand) is read unchecked, with a one-line warning per folder and process.
+class CheckedFiles {
+ public:
+  CheckedFiles(const std::string& set, const fs::path& dir, const std::string& data_dir)
+      : dir_(dir),
+        manifest_(read_manifest(dir.string())),
+        remedy_(fmt::format("fetch the set again: `peel fetch {} --data {}`", set, data_dir)) {
+    if (!manifest_)
+      warn_once(
+          fmt::format("peel: warning: {} has no manifest.json, so its files are read without a size and SHA-256 "
+                      "check (`peel fetch {} --data {}` writes one)",
+                      dir.string(), set, data_dir));
+  }
+
+  io::Bytes read(const std::string& path) {
+    io::Bytes bytes = io::read_file(path);
+    if (manifest_) {
+      check_against_manifest(*manifest_, dir_.string(), fs::path(path).lexically_relative(dir_).generic_string(), bytes,
+                             remedy_);
+      ++checked_;
+    }
+    return bytes;
+  }
+
+  std::string description() const {
+    return manifest_ ? fmt::format("{} file(s) checked against {} (size and SHA-256)", checked_, manifest_->path)
+                     : fmt::format("not checked: {} has no manifest.json", dir_.string());
+  }
+
+ private:
+  static void warn_once(const std::string& warning) {
+    static std::mutex mutex;
+    static std::set<std::string> said;
+    std::lock_guard<std::mutex> lock(mutex);
+    if (said.insert(warning).second) fmt::print(stderr, "{}\n", warning);
+  }
+
+  fs::path dir_;
+  std::optional<Manifest> manifest_;
+  std::string remedy_;
+  int checked_ = 0;
+};
+
 RawImages keep_first(RawImages raw, int64_t limit) {
   if (limit <= 0 || limit >= raw.count) return raw;
   raw.count = limit;
@@ -60,6 +111,7 @@ Dataset empty_like(const Dataset& data, int64_t n) {
   out.mean = data.mean;
   out.std = data.std;
   out.padding_value = data.padding_value;
+  out.file_check = data.file_check;
   out.images = Tensor::empty({n, data.channels(), data.height(), data.width()});
   out.labels.resize(static_cast<size_t>(n));
   return out;
@@ -138,18 +190,30 @@ Dataset load_dataset(const std::string& name, const std::string& split, const st
   if (name == "mnist" || name == "fashion-mnist") {
     const fs::path dir = fs::path(data_dir) / name;
     const std::string prefix = split == "train" ? "train" : "t10k";
-    RawImages raw = read_idx_dataset(find_idx(dir, prefix + "-images-idx3-ubyte", name),
-                                     find_idx(dir, prefix + "-labels-idx1-ubyte", name), 10);
+    const std::string images = find_idx(dir, prefix + "-images-idx3-ubyte", name);
+    const std::string labels = find_idx(dir, prefix + "-labels-idx1-ubyte", name);
+    CheckedFiles files(name, dir, data_dir);
+    RawImages raw = idx_to_images(decode_idx(files.read(images), images), images,
+                                  decode_idx(files.read(labels), labels), labels, 10);
     raw = fit_to_32(keep_first(std::move(raw), options.limit), options.fit32, name);
-    return from_raw(raw, name, split, 10, name == "mnist" ? digit_names(10) : kFashionClasses, norm);
+    Dataset data = from_raw(raw, name, split, 10, name == "mnist" ? digit_names(10) : kFashionClasses, norm);
+    data.file_check = files.description();
+    return data;
   }
   if (name == "cifar10") {
-    RawImages raw = read_cifar10((fs::path(data_dir) / "cifar10").string(), split);
+    const fs::path dir = fs::path(data_dir) / "cifar10";
+    CheckedFiles files(name, dir, data_dir);
+    RawImages raw;
+    for (const std::string& path : cifar10_files(dir.string(), split))
+      append(raw, parse_cifar10_batch(io::maybe_gunzip(files.read(path), path), path));
     raw = fit_to_32(keep_first(std::move(raw), options.limit), options.fit32, name);
-    return from_raw(raw, name, split, 10, kCifarClasses, norm);
+    Dataset data = from_raw(raw, name, split, 10, kCifarClasses, norm);
+    data.file_check = files.description();
+    return data;
   }
   if (name == "synthetic") {
     Dataset data = make_synthetic(options.synthetic, split);
+    data.file_check = "generated: no files";
     if (options.limit > 0 && options.limit < data.size()) {
       std::vector<int64_t> first(static_cast<size_t>(options.limit));
       for (int64_t i = 0; i < options.limit; ++i) first[i] = i;

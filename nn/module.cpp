@@ -1,13 +1,11 @@
 #include "nn/module.h"
 
 #include <fmt/format.h>
-#include <unistd.h>
 
-#include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <map>
-#include <sstream>
+#include <span>
+#include <string_view>
 
 #include "tensor/error.h"
 
@@ -76,112 +74,147 @@ int64_t Module::parameter_count() const {
 void Module::save(const std::string& path) const { write_state(path, state()); }
 void Module::load(const std::string& path) { assign_state(state(), read_state(path), path); }
 
-// ---- The state file format ------------------------------------------------------------------
+// ---- The state file format (described in module.h and docs/files.md) ----------------------------
 
 namespace {
 constexpr char kMagic[8] = {'P', 'E', 'E', 'L', 'S', 'T', 'A', 'T'};
-constexpr uint32_t kVersion = 1;
+constexpr size_t kHeaderBytes = 8 + 4 + 8;  // magic, version, entry count (then the header CRC)
+constexpr uint32_t kMaxNameLength = 4096;
+constexpr uint32_t kMaxRank = 8;
+constexpr uint64_t kMaxElements = uint64_t{1} << 60;
 
 template <class T>
 void put(std::string& out, T value) {
   out.append(reinterpret_cast<const char*>(&value), sizeof(T));
 }
 
+uint32_t crc_of(std::string_view bytes) {
+  return io::crc32(std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+}
+
+// Reads fixed-size fields in order; every read past the end is an error naming the file, the
+// byte and what was being read.
 class Reader {
  public:
-  Reader(std::string bytes, std::string path) : bytes_(std::move(bytes)), path_(std::move(path)) {}
+  Reader(std::span<const uint8_t> bytes, const std::string& path) : bytes_(bytes), path_(path) {}
   template <class T>
-  T get(const char* what) {
+  T get(const std::string& what) {
     T value;
-    read(&value, sizeof(T), what);
+    PEEL_CHECK(sizeof(T) <= left(), "{}: truncated at byte {} while reading {} ({} bytes needed, {} left)", path_, pos_,
+               what, sizeof(T), left());
+    std::memcpy(&value, bytes_.data() + pos_, sizeof(T));
+    pos_ += sizeof(T);
     return value;
   }
-  void read(void* dst, size_t n, const char* what) {
-    PEEL_CHECK(n <= bytes_.size() - pos_, "{}: truncated at byte {} while reading {} ({} bytes needed, {} left)", path_,
-               pos_, what, n, bytes_.size() - pos_);
-    std::memcpy(dst, bytes_.data() + pos_, n);
+  std::span<const uint8_t> take(size_t n, const std::string& what) {
+    PEEL_CHECK(n <= left(), "{}: truncated at byte {} while reading {} ({} bytes needed, {} left)", path_, pos_, what,
+               n, left());
     pos_ += n;
+    return bytes_.subspan(pos_ - n, n);
   }
   size_t pos() const { return pos_; }
-  size_t size() const { return bytes_.size(); }
+  size_t left() const { return bytes_.size() - pos_; }
+  uint32_t crc_from(size_t begin) const { return io::crc32(bytes_.subspan(begin, pos_ - begin)); }
 
  private:
-  std::string bytes_;
-  std::string path_;
+  std::span<const uint8_t> bytes_;
+  const std::string& path_;
   size_t pos_ = 0;
 };
 }  // namespace
 
-void write_file_atomically(const std::string& path, const std::string& bytes) {
-  const std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    PEEL_CHECK(out.good(), "cannot open {} for writing: {}", tmp, std::strerror(errno));
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    PEEL_CHECK(out.good(), "writing {} failed: {}", tmp, std::strerror(errno));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    std::remove(tmp.c_str());
-    PEEL_FAIL("cannot rename {} to {}: {}", tmp, path, std::strerror(err));
-  }
-}
-
 void write_state(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& state) {
   std::string out(kMagic, sizeof(kMagic));
-  put<uint32_t>(out, kVersion);
+  put<uint32_t>(out, kStateFormatVersion);
   put<uint64_t>(out, state.size());
+  put<uint32_t>(out, crc_of(out));
   for (const auto& [name, t] : state) {
+    PEEL_CHECK(name.size() <= kMaxNameLength && static_cast<uint32_t>(t.dim()) <= kMaxRank,
+               "write_state {}: entry '{}' (rank {}) exceeds what state files hold (names up to {} bytes, rank up to "
+               "{})",
+               path, name, t.dim(), kMaxNameLength, kMaxRank);
+    const size_t begin = out.size();
     put<uint32_t>(out, static_cast<uint32_t>(name.size()));
     out += name;
     put<uint32_t>(out, static_cast<uint32_t>(t.dim()));
     for (int64_t d : t.shape()) put<int64_t>(out, d);
     const std::vector<float> values = t.to_vector();
     out.append(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
+    put<uint32_t>(out, crc_of(std::string_view(out).substr(begin)));
   }
-  write_file_atomically(path, out);
+  io::write_file_atomic(path, out);
 }
 
 std::vector<std::pair<std::string, Tensor>> read_state(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  PEEL_CHECK(in.good(), "cannot open state file {}: {}", path, std::strerror(errno));
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  Reader r(buffer.str(), path);
-  char magic[8];
-  r.read(magic, sizeof(magic), "the magic number");
-  PEEL_CHECK(std::memcmp(magic, kMagic, sizeof(kMagic)) == 0, "{}: not a peel state file (bad magic at byte 0)", path);
+  const io::Bytes bytes = io::read_file(path);
+  Reader r(bytes, path);
+  const std::span<const uint8_t> magic = r.take(sizeof(kMagic), "the magic number");
+  PEEL_CHECK(std::memcmp(magic.data(), kMagic, sizeof(kMagic)) == 0,
+             "{}: not a peel state file (bytes 0..7 are not \"PEELSTAT\")", path);
   const auto version = r.get<uint32_t>("the format version");
-  PEEL_CHECK(version == kVersion, "{}: format version {} at byte 8 is not supported (this peel reads {})", path,
-             version, kVersion);
+  PEEL_CHECK(version == 1 || version == kStateFormatVersion,
+             "{}: format version {} at byte 8 is not one this peel reads (1 and {}): the file is corrupt or was "
+             "written by a newer peel",
+             path, version, kStateFormatVersion);
+  const bool checksummed = version >= 2;
   const auto count = r.get<uint64_t>("the entry count");
-  PEEL_CHECK(count < (1u << 20), "{}: implausible entry count {} at byte 12", path, count);
+  if (checksummed) {
+    const uint32_t computed = r.crc_from(0);
+    const auto stored = r.get<uint32_t>("the header CRC-32");
+    PEEL_CHECK(stored == computed,
+               "{}: the header (bytes 0..{}) fails its CRC-32 check: stored {:#010x}, computed {:#010x}; the file is "
+               "corrupt",
+               path, kHeaderBytes + 3, stored, computed);
+  }
+  // The smallest entry: name length, rank, and (version 2) its CRC.
+  const size_t smallest_entry = checksummed ? 12 : 8;
+  PEEL_CHECK(count <= r.left() / smallest_entry,
+             "{}: entry count {} at byte 12 cannot fit in the {} bytes that follow the header; the file is truncated "
+             "or corrupt",
+             path, count, r.left());
+
   std::vector<std::pair<std::string, Tensor>> state;
   for (uint64_t e = 0; e < count; ++e) {
-    const auto name_length = r.get<uint32_t>("a name length");
-    PEEL_CHECK(name_length < 4096, "{}: implausible name length {} at byte {}", path, name_length, r.pos() - 4);
-    std::string name(name_length, '\0');
-    r.read(name.data(), name_length, "a name");
-    const auto rank = r.get<uint32_t>("a rank");
-    PEEL_CHECK(rank <= 8, "{}: entry '{}' has implausible rank {} at byte {}", path, name, rank, r.pos() - 4);
+    const size_t begin = r.pos();
+    const std::string entry = fmt::format("entry {} of {} (from byte {})", e + 1, count, begin);
+    const auto name_length = r.get<uint32_t>(entry + ": its name length");
+    PEEL_CHECK(name_length <= kMaxNameLength, "{}: {}: name length {} is implausible (at most {}); the file is corrupt",
+               path, entry, name_length, kMaxNameLength);
+    const std::span<const uint8_t> name_bytes = r.take(name_length, entry + ": its name");
+    const std::string name(name_bytes.begin(), name_bytes.end());
+    const std::string named = fmt::format("entry {} of {} '{}' (from byte {})", e + 1, count, name, begin);
+    const auto rank = r.get<uint32_t>(named + ": its rank");
+    PEEL_CHECK(rank <= kMaxRank, "{}: {}: rank {} at byte {} is implausible (at most {}); the file is corrupt", path,
+               named, rank, r.pos() - 4, kMaxRank);
     Shape shape;
-    int64_t numel = 1;
+    uint64_t numel = 1;
     for (uint32_t d = 0; d < rank; ++d) {
-      shape.push_back(r.get<int64_t>("a dimension"));
-      PEEL_CHECK(shape.back() >= 0 && shape.back() < (int64_t{1} << 31),
-                 "{}: entry '{}' has bad dimension {} at byte {}", path, name, shape.back(), r.pos() - 8);
-      numel *= shape.back();
+      const auto dim = r.get<int64_t>(named + ": a dimension");
+      // Bounding the element count keeps the product from overflowing; whether the file holds
+      // the values is checked when they are read.
+      PEEL_CHECK(dim >= 0 && (dim == 0 || numel <= kMaxElements / static_cast<uint64_t>(dim)),
+                 "{}: {}: dimension {} at byte {} is implausible (negative, or over 2^60 elements in all); the file "
+                 "is corrupt",
+                 path, named, dim, r.pos() - 8);
+      shape.push_back(dim);
+      numel *= static_cast<uint64_t>(dim);
     }
-    PEEL_CHECK(static_cast<uint64_t>(numel) * 4 <= r.size() - r.pos(),
-               "{}: truncated at byte {}: entry '{}' of shape {} needs {} bytes, {} left", path, r.pos(), name,
-               to_string(shape), numel * 4, r.size() - r.pos());
+    const std::span<const uint8_t> values =
+        r.take(numel * sizeof(float), named + ": the values of shape " + to_string(shape));
+    if (checksummed) {
+      const uint32_t computed = r.crc_from(begin);
+      const auto stored = r.get<uint32_t>(named + ": its CRC-32");
+      PEEL_CHECK(stored == computed,
+                 "{}: entry {} of {} '{}' (bytes {}..{}) fails its CRC-32 check: stored {:#010x}, computed {:#010x}; "
+                 "the file is corrupt",
+                 path, e + 1, count, name, begin, r.pos() - 1, stored, computed);
+    }
     Tensor t = Tensor::empty(shape);
-    r.read(t.data(), static_cast<size_t>(numel) * sizeof(float), "tensor values");
-    state.emplace_back(std::move(name), std::move(t));
+    if (!values.empty()) std::memcpy(t.data(), values.data(), values.size());
+    state.emplace_back(name, std::move(t));
   }
-  PEEL_CHECK(r.pos() == r.size(), "{}: {} unexpected bytes after the last entry (byte {})", path, r.size() - r.pos(),
-             r.pos());
+  PEEL_CHECK(r.left() == 0, "{}: {} unexpected bytes after the last entry, from byte {}; the file is corrupt", path,
+             r.left(), r.pos());
   return state;
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "autograd/variable.h"
+#include "tensor/io/file_io.h"
 
 namespace peel::nn {
 
@@ -61,16 +62,30 @@ class Module {
 
 using ModulePtr = std::shared_ptr<Module>;
 
-// State files: "PEELSTAT", format version (uint32), entry count (uint64), then per entry the name
-// (uint32 length + bytes), rank (uint32), dims (int64 each) and float32 values, little-endian.
+// State files (checkpoints, saved models), little-endian:
+//
+//   "PEELSTAT"                 8 bytes, at byte 0
+//   format version             uint32, at byte 8: 2 (written), 1 (still read)
+//   entry count                uint64, at byte 12
+//   header CRC-32              uint32, at byte 20: zlib crc32 of bytes 0..19        (version 2 only)
+//   then per entry:
+//     name length (uint32), name bytes, rank (uint32), dims (int64 each), values (float32 each)
+//     CRC-32                   uint32: crc32 of the entry's bytes above, name length to last value
+//                                                                                   (version 2 only)
+//
+// read_state refuses, with the file, the entry and what was expected, any file that fails a CRC,
+// is truncated, has bytes after the last entry, or has an implausible length, rank or dimension.
+// Version 1 files (peel before the CRCs) are read with the structural checks only.
+inline constexpr uint32_t kStateFormatVersion = 2;
 void write_state(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& state);
 std::vector<std::pair<std::string, Tensor>> read_state(const std::string& path);
 // Copies `loaded` into `target` by name, after checking that names and shapes match.
 void assign_state(const std::vector<std::pair<std::string, Tensor>>& target,
                   const std::vector<std::pair<std::string, Tensor>>& loaded, const std::string& source);
 
-// Writes `path` through a temporary file in the same directory and renames it into place, so a
-// reader never sees half a file.
-void write_file_atomically(const std::string& path, const std::string& bytes);
+// Kept only until experiments/ calls io::write_file_atomic (tensor/io/file_io.h) itself; remove then.
+inline void write_file_atomically(const std::string& path, const std::string& bytes) {
+  io::write_file_atomic(path, bytes);
+}
 
 }  // namespace peel::nn

@@ -61,21 +61,43 @@ std::vector<Tensor> Sgd::state() const {
   return out;
 }
 
+namespace {
+
+// The parameters of every group, in order: the order state() lists buffers in.
+std::vector<Variable> all_parameters(const std::vector<ParamGroup>& groups) {
+  std::vector<Variable> out;
+  for (const auto& g : groups) out.insert(out.end(), g.params.begin(), g.params.end());
+  return out;
+}
+
+// A saved buffer is empty (shape [0]: not created yet) or has its parameter's shape. Returns what is
+// wrong, or "".
+std::string buffer_problem(const char* optimizer, const char* buffer, size_t index, const Tensor& b,
+                           const Variable& param, size_t param_index) {
+  if (b.numel() == 0 && b.dim() == 1) return "";
+  if (b.shape() == param.shape()) return "";
+  return fmt::format("{}::load_state: tensor {} ({} of parameter {} '{}') has shape {}, the parameter has shape {}",
+                     optimizer, index, buffer, param_index, param.name(), to_string(b.shape()),
+                     to_string(param.shape()));
+}
+
+}  // namespace
+
 void Sgd::load_state(const std::vector<Tensor>& state) {
+  const std::vector<Variable> params = all_parameters(groups_);
+  PEEL_CHECK(state.size() == params.size(),
+             "SGD::load_state: {} tensors given, {} expected (one momentum buffer per parameter); the state belongs "
+             "to another model or optimizer",
+             state.size(), params.size());
+  for (size_t k = 0; k < params.size(); ++k) {
+    const std::string problem = buffer_problem("SGD", "the momentum buffer", k, state[k], params[k], k);
+    PEEL_CHECK(problem.empty(), "{}", problem);
+  }
+  // Checked: now change.
   size_t k = 0;
   for (size_t gi = 0; gi < groups_.size(); ++gi)
-    for (size_t pi = 0; pi < groups_[gi].params.size(); ++pi, ++k) {
-      PEEL_CHECK(k < state.size(), "SGD::load_state: {} buffers given, more expected", state.size());
-      const Tensor& b = state[k];
-      if (b.numel() == 0 && groups_[gi].params[pi].numel() != 0) {
-        momentum_[gi][pi] = Tensor();
-        continue;
-      }
-      PEEL_CHECK(b.shape() == groups_[gi].params[pi].shape(), "SGD::load_state: buffer {} has shape {}, parameter {}",
-                 k, to_string(b.shape()), to_string(groups_[gi].params[pi].shape()));
-      momentum_[gi][pi] = b.clone();
-    }
-  PEEL_CHECK(k == state.size(), "SGD::load_state: {} buffers given, {} expected", state.size(), k);
+    for (size_t pi = 0; pi < groups_[gi].params.size(); ++pi, ++k)
+      momentum_[gi][pi] = state[k].numel() ? state[k].clone() : Tensor();  // empty: no buffer yet
 }
 
 Adam::Adam(std::vector<ParamGroup> groups, const AdamOptions& options)
@@ -134,15 +156,32 @@ std::vector<Tensor> Adam::state() const {
 }
 
 void Adam::load_state(const std::vector<Tensor>& state) {
-  PEEL_CHECK(!state.empty(), "Adam::load_state: empty state");
-  steps_ = static_cast<int64_t>(state[0].item());
+  const std::vector<Variable> params = all_parameters(groups_);
+  PEEL_CHECK(state.size() == 1 + 2 * params.size(),
+             "Adam::load_state: {} tensors given, {} expected (the step count, then m and v for each of the {} "
+             "parameters); the state belongs to another model or optimizer",
+             state.size(), 1 + 2 * params.size(), params.size());
+  PEEL_CHECK(state[0].numel() == 1, "Adam::load_state: tensor 0 (the step count) has shape {}, expected one value",
+             to_string(state[0].shape()));
+  const float steps = state[0].item();
+  PEEL_CHECK(steps >= 0 && steps == std::floor(steps) && steps < 1e15f,
+             "Adam::load_state: tensor 0 (the step count) is {}, expected a whole number >= 0", steps);
+  for (size_t p = 0; p < params.size(); ++p) {
+    const Tensor &m = state[1 + 2 * p], &v = state[2 + 2 * p];
+    for (const std::string& problem : {buffer_problem("Adam", "m", 1 + 2 * p, m, params[p], p),
+                                       buffer_problem("Adam", "v", 2 + 2 * p, v, params[p], p)})
+      PEEL_CHECK(problem.empty(), "{}", problem);
+    PEEL_CHECK((m.numel() == 0) == (v.numel() == 0) || params[p].numel() == 0,
+               "Adam::load_state: parameter {} '{}' has {} m but {} v; both or neither exist", p, params[p].name(),
+               m.numel() ? "an" : "no", v.numel() ? "a" : "no");
+  }
+  // Checked: now change.
+  steps_ = static_cast<int64_t>(steps);
   size_t k = 1;
   for (size_t gi = 0; gi < groups_.size(); ++gi)
-    for (size_t pi = 0; pi < groups_[gi].params.size(); ++pi) {
-      PEEL_CHECK(k + 2 <= state.size(), "Adam::load_state: too few tensors ({})", state.size());
+    for (size_t pi = 0; pi < groups_[gi].params.size(); ++pi, k += 2) {
       m_[gi][pi] = state[k].numel() ? state[k].clone() : Tensor();
       v_[gi][pi] = state[k + 1].numel() ? state[k + 1].clone() : Tensor();
-      k += 2;
     }
 }
 

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <filesystem>
 
-#include "datasets/file_io.h"
 #include "tensor/error.h"
+#include "tensor/io/file_io.h"
 
 namespace peel::data {
 
@@ -32,9 +32,9 @@ RawImages parse_cifar10_batch(std::span<const uint8_t> bytes, const std::string&
   return out;
 }
 
-RawImages read_cifar10_batch(const std::string& path) { return parse_cifar10_batch(read_maybe_gzip(path), path); }
+RawImages read_cifar10_batch(const std::string& path) { return parse_cifar10_batch(io::read_maybe_gzip(path), path); }
 
-RawImages read_cifar10(const std::string& dir, const std::string& split) {
+std::vector<std::string> cifar10_files(const std::string& dir, const std::string& split) {
   PEEL_CHECK(split == "train" || split == "test", "cifar10: split must be train or test, got '{}'", split);
   namespace fs = std::filesystem;
   fs::path base = dir;
@@ -45,14 +45,17 @@ RawImages read_cifar10(const std::string& dir, const std::string& split) {
     for (int b = 1; b <= 5; ++b) files.push_back((base / fmt::format("data_batch_{}.bin", b)).string());
   else
     files.push_back((base / "test_batch.bin").string());
-  RawImages all;
-  for (const std::string& f : files) {
+  for (const std::string& f : files)
     PEEL_CHECK(fs::exists(f),
                "cifar10: {} not found; fetch it with `peel fetch cifar10` (or point --data / "
                "PEEL_DATA at a directory holding cifar10/)",
                f);
-    append(all, read_cifar10_batch(f));
-  }
+  return files;
+}
+
+RawImages read_cifar10(const std::string& dir, const std::string& split) {
+  RawImages all;
+  for (const std::string& f : cifar10_files(dir, split)) append(all, read_cifar10_batch(f));
   return all;
 }
 

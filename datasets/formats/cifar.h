@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "datasets/raw_images.h"
 
@@ -20,6 +21,11 @@ inline constexpr int64_t kCifarRecordBytes = 1 + 3 * kCifarSide * kCifarSide;  /
 RawImages parse_cifar10_batch(std::span<const uint8_t> bytes, const std::string& name);
 
 RawImages read_cifar10_batch(const std::string& path);
+
+// The files of the training split (data_batch_1..5.bin, in that order) or of the test split
+// (test_batch.bin) in `dir`, or in `dir`/cifar-10-batches-bin when that is where they are. A
+// missing file is an error that says how to fetch it.
+std::vector<std::string> cifar10_files(const std::string& dir, const std::string& split);
 
 // The training split (data_batch_1..5.bin, in that order) or the test split (test_batch.bin) from
 // `dir`, or from `dir`/cifar-10-batches-bin when that is where the files are (the archive's layout).

@@ -53,12 +53,13 @@ IdxArray parse_idx(std::span<const uint8_t> bytes, const std::string& name) {
   return out;
 }
 
-IdxArray read_idx(const std::string& path) {
-  const Bytes raw = read_file(path);
-  if (!is_gzip(raw)) return parse_idx(raw, path);
-  const Bytes decoded = gunzip(raw, path);
+IdxArray decode_idx(std::span<const uint8_t> raw, const std::string& path) {
+  if (!io::is_gzip(raw)) return parse_idx(raw, path);
+  const Bytes decoded = io::gunzip(raw, path);
   return parse_idx(decoded, path + " (gzip-decoded)");
 }
+
+IdxArray read_idx(const std::string& path) { return decode_idx(io::read_file(path), path); }
 
 Bytes encode_idx(const std::vector<int64_t>& dims, std::span<const uint8_t> values) {
   PEEL_CHECK(!dims.empty() && static_cast<int64_t>(dims.size()) <= kMaxDims,
@@ -78,7 +79,7 @@ Bytes encode_idx(const std::vector<int64_t>& dims, std::span<const uint8_t> valu
 }
 
 void write_idx(const std::string& path, const std::vector<int64_t>& dims, std::span<const uint8_t> values) {
-  write_file_atomic(path, encode_idx(dims, values));
+  io::write_file_atomic(path, encode_idx(dims, values));
 }
 
 RawImages idx_to_images(IdxArray images, const std::string& images_name, const IdxArray& labels,

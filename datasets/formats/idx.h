@@ -8,10 +8,12 @@
 #include <string>
 #include <vector>
 
-#include "datasets/file_io.h"
 #include "datasets/raw_images.h"
+#include "tensor/io/file_io.h"
 
 namespace peel::data {
+
+using io::Bytes;
 
 struct IdxArray {
   std::vector<int64_t> dims;
@@ -22,13 +24,16 @@ struct IdxArray {
 // offset: bad magic, unsupported type, 0 or more than 4 dimensions, truncated data, trailing bytes.
 IdxArray parse_idx(std::span<const uint8_t> bytes, const std::string& name);
 
+// The content of the file `path` (raw or gzipped IDX), parsed.
+IdxArray decode_idx(std::span<const uint8_t> raw, const std::string& path);
+
 // Reads an IDX file, gzip-decoded first when it is gzipped.
 IdxArray read_idx(const std::string& path);
 
 // The bytes of an IDX ubyte file.
 Bytes encode_idx(const std::vector<int64_t>& dims, std::span<const uint8_t> values);
 
-// Writes an IDX ubyte file atomically (see write_file_atomic).
+// Writes an IDX ubyte file atomically (see io::write_file_atomic).
 void write_idx(const std::string& path, const std::vector<int64_t>& dims, std::span<const uint8_t> values);
 
 // An images file (3 dims: count, rows, columns) paired with its labels file (1 dim: count),

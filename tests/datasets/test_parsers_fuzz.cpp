@@ -8,16 +8,17 @@
 #include <iostream>
 #include <string>
 
-#include "datasets/file_io.h"
 #include "datasets/formats/cifar.h"
 #include "datasets/formats/fashion_json.h"
 #include "datasets/formats/idx.h"
 #include "tensor/error.h"
+#include "tensor/io/file_io.h"
 #include "tensor/random.h"
 #include "tests/support/temp_files.h"
 
 using namespace peel;
 using namespace peel::data;
+using peel::io::gunzip;
 
 namespace {
 

@@ -1,4 +1,4 @@
-#include "datasets/file_io.h"
+#include "tensor/io/file_io.h"
 
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -13,15 +13,21 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <utility>
 
 #include "tensor/error.h"
 
-namespace peel::data {
+namespace peel::io {
 namespace {
 
-// Closes a POSIX file descriptor on scope exit.
+// Owns a POSIX file descriptor: closes it on scope exit; moves, never copies.
 struct Fd {
   int fd = -1;
+  Fd() = default;
+  explicit Fd(int descriptor) : fd(descriptor) {}
+  Fd(Fd&& other) noexcept : fd(std::exchange(other.fd, -1)) {}
+  Fd& operator=(Fd&&) = delete;
+  Fd(const Fd&) = delete;
   ~Fd() {
     if (fd >= 0) ::close(fd);
   }
@@ -118,48 +124,141 @@ Bytes gunzip(std::span<const uint8_t> compressed, const std::string& name, int64
   return out;
 }
 
-Bytes read_maybe_gzip(const std::string& path) {
-  Bytes bytes = read_file(path);
+Bytes maybe_gunzip(Bytes bytes, const std::string& name) {
   if (!is_gzip(bytes)) return bytes;
-  return gunzip(bytes, path);
+  return gunzip(bytes, name);
 }
 
-void write_file_atomic(const std::string& path, std::span<const uint8_t> bytes) {
+Bytes read_maybe_gzip(const std::string& path) { return maybe_gunzip(read_file(path), path); }
+
+namespace {
+
+// A new file `<base>.<pid>.<n>`, created with O_EXCL so that it is never someone else's: another
+// process, another thread, or a leftover of a killed process that had the same pid.
+struct NewFile {
+  Fd file;
+  std::string path;
+  int error = 0;  // errno when it could not be created
+};
+
+NewFile create_new_file(const std::string& base) {
   static std::atomic<uint64_t> counter{0};
-  const std::string tmp = fmt::format("{}.tmp.{}.{}", path, ::getpid(), counter++);
-  {
-    Fd f{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644)};
-    PEEL_CHECK(f.fd >= 0, "cannot create {}: {}", tmp, std::strerror(errno));
-    size_t done = 0;
-    while (done < bytes.size()) {
-      const ssize_t n = ::write(f.fd, bytes.data() + done, bytes.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        const int err = errno;
-        ::unlink(tmp.c_str());
-        PEEL_FAIL("write error in {} at byte offset {}: {}", tmp, done, std::strerror(err));
-      }
-      done += static_cast<size_t>(n);
-    }
-    if (::fsync(f.fd) != 0) {
-      const int err = errno;
-      ::unlink(tmp.c_str());
-      PEEL_FAIL("fsync of {} failed: {}", tmp, std::strerror(err));
-    }
+  NewFile f;
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    f.path = fmt::format("{}.{}.{}", base, ::getpid(), counter++);
+    f.file.fd = ::open(f.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (f.file.fd >= 0) return f;
+    if (errno != EEXIST) break;
   }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    PEEL_FAIL("cannot rename {} to {}: {}", tmp, path, std::strerror(err));
+  f.error = errno;
+  return f;
+}
+
+// Writes all of `bytes`, resuming after short writes and interrupted calls; returns 0 or the errno,
+// with the count written so far in `*done`.
+int write_all(int fd, std::span<const uint8_t> bytes, size_t* done) {
+  *done = 0;
+  while (*done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + *done, bytes.size() - *done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno;
+    if (n == 0) return EIO;  // a regular file that accepts nothing and reports no error
+    *done += static_cast<size_t>(n);
   }
-  // Make the rename itself durable; failing to is not worth an error.
+  return 0;
+}
+
+int fsync_retrying(int fd) {
+  while (::fsync(fd) != 0)
+    if (errno != EINTR) return errno;
+  return 0;
+}
+
+// Closes the descriptor, reporting the error that some file systems (NFS, quotas) defer to close.
+int close_checked(Fd& f) {
+  const int rc = ::close(f.fd);
+  f.fd = -1;
+  return rc == 0 || errno == EINTR ? 0 : errno;  // after EINTR the descriptor is closed on Linux
+}
+
+std::string folder_of(const std::string& path) {
   const std::string dir = std::filesystem::path(path).parent_path().string();
-  Fd d{::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
-  if (d.fd >= 0) ::fsync(d.fd);
+  return dir.empty() ? "." : dir;
+}
+
+}  // namespace
+
+void write_file_atomic(const std::string& path, std::span<const uint8_t> bytes) {
+  NewFile tmp = create_new_file(path + ".tmp");
+  PEEL_CHECK(tmp.file.fd >= 0, "cannot write {}: {} (creating the temporary file {}); {} is unchanged", path,
+             std::strerror(tmp.error), tmp.path, path);
+  // From here on every failure removes the temporary file before throwing.
+  auto fail = [&](int err, const std::string& step) {
+    if (tmp.file.fd >= 0) close_checked(tmp.file);
+    ::unlink(tmp.path.c_str());
+    PEEL_FAIL("cannot write {}: {} ({}); {} is unchanged", path, std::strerror(err), step, path);
+  };
+  size_t done = 0;
+  if (const int err = write_all(tmp.file.fd, bytes, &done))
+    fail(err, fmt::format("writing byte {} of {} to {}", done, bytes.size(), tmp.path));
+  if (const int err = fsync_retrying(tmp.file.fd)) fail(err, fmt::format("fsync of {}", tmp.path));
+  if (const int err = close_checked(tmp.file)) fail(err, fmt::format("closing {}", tmp.path));
+  if (::rename(tmp.path.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    fail(err, fmt::format("renaming {} to {}", tmp.path, path));
+  }
+
+  // The rename is durable once the folder's entry is on disk. File systems that cannot sync a
+  // folder say EINVAL; there is nothing more to do on those.
+  const std::string dir = folder_of(path);
+  Fd d{::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
+  const int err = d.fd < 0 ? errno : fsync_retrying(d.fd);
+  PEEL_CHECK(err == 0 || err == EINVAL || err == ENOTSUP,
+             "{} holds its new content, but syncing its folder {} failed: {}; the new content may not survive a "
+             "crash",
+             path, dir, std::strerror(err));
 }
 
 void write_file_atomic(const std::string& path, std::string_view text) {
   write_file_atomic(path, std::span(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+}
+
+void sync_file(const std::string& path) {
+  Fd f{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+  PEEL_CHECK(f.fd >= 0, "cannot open {} to sync it: {}", path, std::strerror(errno));
+  const int err = fsync_retrying(f.fd);
+  PEEL_CHECK(err == 0, "fsync of {} failed: {}", path, std::strerror(err));
+}
+
+void check_writable_dir(const std::string& dir) {
+  struct stat st {};
+  PEEL_CHECK(::stat(dir.c_str(), &st) == 0, "cannot write in folder {}: {}", dir, std::strerror(errno));
+  PEEL_CHECK(S_ISDIR(st.st_mode), "cannot write in folder {}: it is not a folder", dir);
+  NewFile probe = create_new_file((std::filesystem::path(dir) / ".peel-write-probe").string());
+  PEEL_CHECK(probe.file.fd >= 0, "cannot write in folder {}: {} (creating the probe file {})", dir,
+             std::strerror(probe.error), probe.path);
+  const uint8_t byte = 0;
+  size_t done = 0;
+  int err = write_all(probe.file.fd, std::span(&byte, 1), &done);
+  if (err == 0) err = fsync_retrying(probe.file.fd);
+  const int close_err = close_checked(probe.file);
+  if (err == 0) err = close_err;
+  const int unlink_err = ::unlink(probe.path.c_str()) == 0 ? 0 : errno;
+  PEEL_CHECK(err == 0, "cannot write in folder {}: {} (writing the probe file {})", dir, std::strerror(err),
+             probe.path);
+  PEEL_CHECK(unlink_err == 0, "folder {}: cannot remove the probe file {}: {}", dir, probe.path,
+             std::strerror(unlink_err));
+}
+
+uint32_t crc32(std::span<const uint8_t> bytes, uint32_t crc) {
+  // zlib takes lengths as uInt: feed very large spans in pieces.
+  uLong c = crc;
+  for (size_t done = 0; done < bytes.size();) {
+    const size_t n = std::min<size_t>(bytes.size() - done, size_t{1} << 30);
+    c = ::crc32(c, bytes.data() + done, static_cast<uInt>(n));
+    done += n;
+  }
+  return static_cast<uint32_t>(c);
 }
 
 std::string sha256_hex(std::span<const uint8_t> bytes) {
@@ -194,4 +293,4 @@ std::string sha256_file(const std::string& path) {
   return to_hex(digest, length);
 }
 
-}  // namespace peel::data
+}  // namespace peel::io
