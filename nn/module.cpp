@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "tensor/error.h"
+#include "tensor/io/file_io.h"
 
 namespace peel::nn {
 

@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "autograd/variable.h"
-#include "tensor/io/file_io.h"
 
 namespace peel::nn {
 
@@ -82,10 +81,5 @@ std::vector<std::pair<std::string, Tensor>> read_state(const std::string& path);
 // Copies `loaded` into `target` by name, after checking that names and shapes match.
 void assign_state(const std::vector<std::pair<std::string, Tensor>>& target,
                   const std::vector<std::pair<std::string, Tensor>>& loaded, const std::string& source);
-
-// Kept only until experiments/ calls io::write_file_atomic (tensor/io/file_io.h) itself; remove then.
-inline void write_file_atomically(const std::string& path, const std::string& bytes) {
-  io::write_file_atomic(path, bytes);
-}
 
 }  // namespace peel::nn

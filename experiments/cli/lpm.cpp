@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "datasets/file_io.h"
+#include "tensor/io/file_io.h"
 #include "experiments/cli/commands.h"
 #include "tensor/error.h"
 
@@ -128,7 +128,7 @@ void run_single(const LpmArgs& args) {
   const nlohmann::ordered_json fields = point_json(point, args.problem);
   for (const auto& [key, value] : fields.items()) j[key] = value;
   j["wall_seconds"] = seconds;
-  if (!args.out.empty()) data::write_file_atomic(args.out, j.dump(2) + "\n");
+  if (!args.out.empty()) io::write_file_atomic(args.out, j.dump(2) + "\n");
   if (args.json) {
     fmt::print("{}\n", j.dump());
     return;
@@ -197,7 +197,7 @@ void run_sweep(const LpmArgs& args) {
 
   if (!args.out.empty()) {
     const bool as_json = args.out.size() >= 5 && args.out.compare(args.out.size() - 5, 5, ".json") == 0;
-    data::write_file_atomic(args.out, as_json ? j.dump(2) + "\n" : sweep_csv(sweep, p));
+    io::write_file_atomic(args.out, as_json ? j.dump(2) + "\n" : sweep_csv(sweep, p));
   }
   if (args.json) {
     fmt::print("{}\n", j.dump());

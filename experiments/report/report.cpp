@@ -2,7 +2,7 @@
 
 #include <fmt/format.h>
 
-#include "nn/module.h"
+#include "tensor/io/file_io.h"
 
 namespace peel {
 
@@ -46,7 +46,7 @@ void Report::write(const std::string& path) const {
       "summary.json "
       "in runs/.</p>\n</body></html>\n",
       title_, body_);
-  nn::write_file_atomically(path, html);
+  io::write_file_atomic(path, html);
 }
 
 }  // namespace peel

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "nn/module.h"
+#include "tensor/io/file_io.h"
 #include "tensor/error.h"
 
 namespace peel {
@@ -24,7 +25,7 @@ namespace {
 
 const char* const kRunFiles[] = {"config.json", "metrics.csv", "checkpoint.peel", "summary.json", "spectra.json"};
 
-void write_text(const std::string& path, const std::string& text) { nn::write_file_atomically(path, text); }
+void write_text(const std::string& path, const std::string& text) { io::write_file_atomic(path, text); }
 
 double parse_cell(const std::string& cell, const std::string& path, size_t line, const std::string& column) {
   const char* begin = cell.c_str();
@@ -201,7 +202,11 @@ int64_t RunFolder::restore(nn::Module& model, optim::Optimizer& optimizer, RunTi
   }
   PEEL_CHECK(epochs_done >= 0, "{}: not a training checkpoint (no epochs_done entry)", checkpoint);
   nn::assign_state(model.state(), model_state, checkpoint);
-  optimizer.load_state(buffers);
+  try {
+    optimizer.load_state(buffers);
+  } catch (const Error& e) {
+    PEEL_FAIL("{}: the optimizer state does not fit this run ({})", checkpoint, e.what());
+  }
   // Rows of later epochs (a kill between writing metrics.csv and the checkpoint) are measured again.
   metrics = read_metrics_csv(path("metrics.csv"), epochs_done);
   return epochs_done;
