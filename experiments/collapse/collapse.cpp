@@ -40,33 +40,6 @@ std::vector<double> to_doubles(const Tensor& t) {
   return {v.begin(), v.end()};
 }
 
-// The rows of `means` of the present classes, minus mu_G.
-struct CentredMeans {
-  std::vector<int64_t> present;  // class ids with n_c > 0
-  std::vector<double> mu_g;      // D
-  MatrixD rows;                  // |present| x D
-};
-
-CentredMeans centre_means(const ClassMeans& cm, GlobalMean global_mean) {
-  const int64_t k = cm.means.rows, d = cm.means.cols;
-  CentredMeans out;
-  for (int64_t c = 0; c < k; ++c)
-    if (cm.counts[static_cast<size_t>(c)] > 0) out.present.push_back(c);
-  const int64_t kp = static_cast<int64_t>(out.present.size());
-  out.mu_g.assign(static_cast<size_t>(d), 0.0);
-  if (global_mean == GlobalMean::AllSamples) {
-    out.mu_g = cm.sample_mean;
-  } else {
-    for (int64_t c : out.present)
-      for (int64_t j = 0; j < d; ++j) out.mu_g[static_cast<size_t>(j)] += cm.means(c, j) / static_cast<double>(kp);
-  }
-  out.rows = MatrixD::zeros(kp, d);
-  for (int64_t a = 0; a < kp; ++a)
-    for (int64_t j = 0; j < d; ++j)
-      out.rows(a, j) = cm.means(out.present[static_cast<size_t>(a)], j) - out.mu_g[static_cast<size_t>(j)];
-  return out;
-}
-
 // The eigenpairs of Sigma_B = M^T M / K (M: K x D centred means) that NC1 inverts, obtained from
 // the K x K Gram matrix G = M M^T / K: if G u = lambda u then v = M^T u / sqrt(K lambda) is a unit
 // eigenvector of Sigma_B with the same eigenvalue. Keeps the top K-1 above the round-off floor.
@@ -188,6 +161,26 @@ SamplePass sample_pass(const Tensor& h, std::span<const int64_t> labels, const C
 }
 
 }  // namespace
+
+CentredMeans centre_means(const ClassMeans& cm, GlobalMean global_mean) {
+  const int64_t k = cm.means.rows, d = cm.means.cols;
+  CentredMeans out;
+  for (int64_t c = 0; c < k; ++c)
+    if (cm.counts[static_cast<size_t>(c)] > 0) out.present.push_back(c);
+  const int64_t kp = static_cast<int64_t>(out.present.size());
+  out.mu_g.assign(static_cast<size_t>(d), 0.0);
+  if (global_mean == GlobalMean::AllSamples) {
+    out.mu_g = cm.sample_mean;
+  } else {
+    for (int64_t c : out.present)
+      for (int64_t j = 0; j < d; ++j) out.mu_g[static_cast<size_t>(j)] += cm.means(c, j) / static_cast<double>(kp);
+  }
+  out.rows = MatrixD::zeros(kp, d);
+  for (int64_t a = 0; a < kp; ++a)
+    for (int64_t j = 0; j < d; ++j)
+      out.rows(a, j) = cm.means(out.present[static_cast<size_t>(a)], j) - out.mu_g[static_cast<size_t>(j)];
+  return out;
+}
 
 const char* to_string(GlobalMean g) { return g == GlobalMean::ClassMeans ? "class-means" : "all-samples"; }
 

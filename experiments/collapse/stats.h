@@ -7,6 +7,7 @@
 #include <span>
 #include <vector>
 
+#include "experiments/collapse/collapse.h"
 #include "tensor/linalg.h"
 
 namespace peel {
@@ -37,6 +38,14 @@ RowGeometry row_geometry(const MatrixD& rows);
 
 // || A/||A||_F - B/||B||_F ||_F^2
 double normalized_distance_squared(const MatrixD& a, const MatrixD& b);
+
+// The class means of the present classes (n_c > 0), minus mu_G chosen by `global_mean`.
+struct CentredMeans {
+  std::vector<int64_t> present;  // class ids with n_c > 0
+  std::vector<double> mu_g;      // D
+  MatrixD rows;                  // |present| x D
+};
+CentredMeans centre_means(const ClassMeans& cm, GlobalMean global_mean);
 
 // mask[c] = c is listed; checks range and duplicates.
 std::vector<bool> minority_mask(std::span<const int64_t> minority_classes, int64_t num_classes, const char* op);
