@@ -26,15 +26,17 @@ std::string quoted(const std::string& s) {
 }
 }  // namespace
 
-std::string render_svg(const Plot& plot) {
+namespace {
+
+// Runs gnuplot on `plot` with `terminal` (an SVG or PNG terminal line) and returns the bytes it wrote.
+std::string render(const Plot& plot, const std::string& terminal) {
   static int counter = 0;
   const fs::path dir = fs::temp_directory_path() / fmt::format("peel-plot-{}-{}", ::getpid(), counter++);
   fs::create_directories(dir);
   std::string script = fmt::format(
-      "set terminal svg size {},{} dynamic enhanced font 'sans,11' background rgb 'white'\n"
-      "set output {}\nset title {}\nset xlabel {}\nset ylabel {}\nset grid\nset key below maxrows 4 font ',10'\n",
-      plot.width, plot.height, quoted((dir / "plot.svg").string()), quoted(plot.title), quoted(plot.x_label),
-      quoted(plot.y_label));
+      "{}\nset output {}\nset title {}\nset xlabel {}\nset ylabel {}\nset grid\nset key below maxrows 4 font "
+      "',10'\n",
+      terminal, quoted((dir / "plot.out").string()), quoted(plot.title), quoted(plot.x_label), quoted(plot.y_label));
   if (plot.log_x) script += "set logscale x\n";
   if (plot.log_y) script += "set logscale y\n";
   if (!std::isnan(plot.y_min) || !std::isnan(plot.y_max))
@@ -78,16 +80,29 @@ std::string render_svg(const Plot& plot) {
   const std::string command =
       fmt::format("gnuplot {} 2> {}", quoted((dir / "plot.gp").string()), quoted((dir / "gnuplot.err").string()));
   const int status = std::system(command.c_str());
-  std::stringstream svg, err;
-  svg << std::ifstream(dir / "plot.svg").rdbuf();
+  std::stringstream image, err;
+  image << std::ifstream(dir / "plot.out", std::ios::binary).rdbuf();
   err << std::ifstream(dir / "gnuplot.err").rdbuf();
   fs::remove_all(dir);
-  PEEL_CHECK(status == 0 && !svg.str().empty(), "plot '{}': gnuplot failed (status {}): {}", plot.title, status,
+  PEEL_CHECK(status == 0 && !image.str().empty(), "plot '{}': gnuplot failed (status {}): {}", plot.title, status,
              err.str());
-  std::string text = svg.str();
+  return image.str();
+}
+
+}  // namespace
+
+std::string render_svg(const Plot& plot) {
+  std::string text = render(plot, fmt::format("set terminal svg size {},{} dynamic enhanced font 'sans,11' background "
+                                              "rgb 'white'",
+                                              plot.width, plot.height));
   // Drop the XML prologue so the SVG can sit inline in HTML.
   if (auto start = text.find("<svg"); start != std::string::npos) text = text.substr(start);
   return text;
+}
+
+std::string render_png(const Plot& plot) {
+  return render(plot, fmt::format("set terminal pngcairo size {},{} enhanced font 'sans,10' background rgb 'white'",
+                                  plot.width * 3 / 2, plot.height * 3 / 2));
 }
 
 void check_gnuplot_works() {
@@ -95,6 +110,7 @@ void check_gnuplot_works() {
   probe.series.push_back({"probe", {1, 2}, {1, 2}});
   try {
     render_svg(probe);
+    render_png(probe);
   } catch (const Error& e) {
     PEEL_FAIL(
         "reports draw their figures with gnuplot, which does not work here ({}); install it (apt-get install "

@@ -26,10 +26,12 @@ struct Plot {
   int width = 760, height = 520;
 };
 
-// Renders `plot` to SVG text with gnuplot. Throws naming gnuplot's error output on failure.
+// Renders `plot` with gnuplot: SVG text (for inline HTML) or PNG bytes (for slides). Throws naming
+// gnuplot's error output on failure.
 std::string render_svg(const Plot& plot);
+std::string render_png(const Plot& plot);
 
-// Throws, saying how to install it, unless gnuplot runs and draws an SVG: reports check this
+// Throws, saying how to install it, unless gnuplot runs and draws an SVG and a PNG: reports check this
 // before their first training run, not after the last.
 void check_gnuplot_works();
 

@@ -154,18 +154,17 @@ std::string reproduce_minority_collapse(const ReproduceConfig& rc) {
   }
 
   // How far the model is from the network, per R.
-  std::string agreement =
-      "<table><tr><th>R</th><th>network minority cosine</th><th>LPM minority cosine</th><th>difference</th></tr>";
+  report.section("The Layer-Peeled Model beside the network");
+  std::vector<std::vector<json>> agreement;
   for (size_t i = 0; i < ratios.size(); ++i) {
     const double model_cos = lpm_cosine_at(ratios[i], 1.0);
-    agreement += fmt::format("<tr><td>{:g}</td><td>{:.3f}</td><td>{:.3f}</td><td>{:+.3f}</td></tr>", ratios[i],
-                             net_cos[i], model_cos, net_cos[i] - model_cos);
+    agreement.push_back({fmt::format("{:g}", ratios[i]), net_cos[i], model_cos, net_cos[i] - model_cos});
   }
-  agreement += fmt::format(
-      "<tr><td>{:g}, weight {:g}</td><td>{:.3f} (oversampling), {:.3f} "
-      "(reweighting)</td><td>{:.3f}</td><td></td></tr></table>",
-      r_max, r_max, over_cos, rew_cos, lpm_mitigated);
-  report.section("The Layer-Peeled Model beside the network", agreement);
+  agreement.push_back({fmt::format("{:g}, oversampling (LPM: minority weight {:g})", r_max, r_max), over_cos,
+                       lpm_mitigated, over_cos - lpm_mitigated});
+  agreement.push_back({fmt::format("{:g}, reweighting (LPM: minority weight {:g})", r_max, r_max), rew_cos,
+                       lpm_mitigated, rew_cos - lpm_mitigated});
+  report.table("lpm_beside_network", {"R", "network minority cosine", "LPM minority cosine", "difference"}, agreement);
   if (plain_lpm.collapse_ratio)
     report.paragraph(fmt::format(
         "In the model, the minority rows collapse (cosine above 1 - 10<sup>-3</sup>) from R = {:.4g} on the "
@@ -178,9 +177,8 @@ std::string reproduce_minority_collapse(const ReproduceConfig& rc) {
                        {"train_accuracy", "test_accuracy", "test_accuracy_majority", "test_accuracy_minority",
                         "minority_cosine", "minority_cosine_std", "majority_cosine", "nc1", "nc2_equinorm",
                         "nc2_equiangular", "nc2_maxangle", "nc3", "nc4", "wall_seconds"});
-  const std::string path = rc.out_dir + "/report.html";
-  report.write(path);
-  return path;
+  report.write(rc.out_dir);
+  return rc.out_dir + "/report.html";
 }
 
 }  // namespace peel

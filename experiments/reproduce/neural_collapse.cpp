@@ -77,9 +77,8 @@ std::string reproduce_neural_collapse(const ReproduceConfig& rc) {
                        {"train_accuracy", "test_accuracy", "nc1", "nc2_equinorm_means", "nc2_equinorm_classifier",
                         "nc2_equiangular_means", "nc2_equiangular_classifier", "nc2_maxangle_means",
                         "nc2_maxangle_classifier", "nc3", "nc4", "wall_seconds"});
-  const std::string path = rc.out_dir + "/report.html";
-  report.write(path);
-  return path;
+  report.write(rc.out_dir);
+  return rc.out_dir + "/report.html";
 }
 
 }  // namespace peel

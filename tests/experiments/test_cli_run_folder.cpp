@@ -246,6 +246,14 @@ TEST(CliReproduce, MinorityCollapseReportOnSyntheticData) {
   EXPECT_EQ(figures, 8u);
   EXPECT_THAT(html, AllOf(HasSubstr("Layer-Peeled Model (true cosine)"), HasSubstr("Summary of every run")));
   EXPECT_THAT(html, Not(HasSubstr("<script")));  // self-contained: nothing to fetch or run
+  // Beside it: every figure as a PNG, and report.json with each figure's data and each table.
+  const nlohmann::json report = nlohmann::json::parse(read_file(out / "report.json"));
+  ASSERT_EQ(report["figures"].size(), 8u);
+  for (const auto& figure : report["figures"]) {
+    EXPECT_THAT(read_file(out / figure["png"].get<std::string>()), ::testing::StartsWith("\x89PNG"));
+    EXPECT_FALSE(figure["series"].empty());
+  }
+  EXPECT_EQ(report["tables"]["summary"]["rows"].size(), 6u);
   for (const char* run_name : {"R1", "R10", "R100", "R1000", "R1000-oversample", "R1000-reweight"})
     EXPECT_TRUE(fs::exists(out / "runs" / run_name / "summary.json")) << run_name;
 
