@@ -60,7 +60,8 @@ struct FrnGrads {
 };
 // TLU's gradient follows torch.max(y, tau): to y where y > tau, to tau where y < tau, and half to
 // each where y == tau (ties are common: a zero input gives y = beta, and beta = tau at init).
-// The eps gradient uses d|eps|/deps = sign(eps) (0 at 0, as torch.abs).
+// The eps gradient uses d|eps|/deps = sign(eps) (0 at 0, as torch.abs). One difference: an
+// infinite or NaN grad_z gives NaN on the side that gets no share, where PyTorch gives 0.
 FrnGrads filter_response_norm_backward(const Tensor& grad_z, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                        const Tensor& eps, const Tensor& tau, const FrnSaved& saved);
 

@@ -13,7 +13,7 @@ using namespace norm_extra_detail;
 
 namespace {
 
-constexpr int64_t kRowGrain = 4096;  // values per parallel chunk of rows
+constexpr int64_t kRowGrain = 1 << 16;  // values per parallel chunk of rows: the weights of small nets take one thread
 
 struct Rows {
   int64_t O = 0, I = 0;
