@@ -1,5 +1,7 @@
 #include "nn/activation_site.h"
 
+#include "autograd/functional.h"
+
 namespace peel::nn {
 
 Variable ActivationSite::forward(const Variable& x) {
@@ -9,6 +11,8 @@ Variable ActivationSite::forward(const Variable& x) {
   probe->record(pre.value(), post.value(), activation_floor());
   return post;
 }
+
+Variable ReluSite::activate(const Variable& pre) { return relu ? ag::relu(pre) : pre; }
 
 std::vector<std::pair<std::string, ActivationSite*>> activation_sites(Module& model) {
   std::vector<std::pair<std::string, ActivationSite*>> sites;

@@ -38,6 +38,17 @@ class ActivationSite : public Module {
   virtual Variable forward_fused(const Variable& x) { return activate(pre_activation(x)); }
 };
 
+// A site whose activation is a ReLU when `relu` is set, none otherwise (most norm layers).
+class ReluSite : public ActivationSite {
+ public:
+  explicit ReluSite(bool relu_) : relu(relu_) {}
+  bool has_activation() const override { return relu; }
+  bool relu;
+
+ protected:
+  Variable activate(const Variable& pre) override;
+};
+
 // Every site of `model` that has an activation, named by its module path ("bn1", "features.1",
 // "layer1.0.bn1", "layer1.0.act"), in registration order.
 std::vector<std::pair<std::string, ActivationSite*>> activation_sites(Module& model);

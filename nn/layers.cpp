@@ -1,7 +1,6 @@
 #include "nn/layers.h"
 
 #include <cmath>
-#include <functional>
 
 #include "nn/normalization.h"
 #include "tensor/error.h"
@@ -15,29 +14,7 @@ Generator& init_generator() {
 }
 void seed_init_generator(uint64_t seed) { init_generator() = Generator(seed); }
 
-namespace {
-
-// Registers the weight under the names `reparam` uses; `initial` is the layer's usual initial weight,
-// drawn before the bias so that the generator's sequence does not depend on the reparametrisation.
-// PyTorch's weight_norm re-registers the weight after the bias (bias, weight_g, weight_v).
-template <class RegisterBias>
-void register_weight(WeightReparam reparam, Tensor initial, Variable& weight, Variable& weight_g, Variable& weight_v,
-                     RegisterBias&& register_bias,
-                     const std::function<Variable(const std::string&, Tensor)>& register_parameter) {
-  if (reparam != WeightReparam::weight_norm) {
-    weight = register_parameter("weight", std::move(initial));
-    register_bias();
-    return;
-  }
-  register_bias();
-  Shape g_shape(initial.dim(), 1);
-  g_shape[0] = initial.size(0);
-  weight_g = register_parameter("weight_g", row_norms(initial).reshape(g_shape));
-  weight_v = register_parameter("weight_v", std::move(initial));
-}
-
-Variable reparametrised(WeightReparam reparam, const Variable& weight, const Variable& weight_g,
-                        const Variable& weight_v) {
+Variable WeightedLayer::effective_weight() const {
   switch (reparam) {
     case WeightReparam::none:
       return weight;
@@ -49,44 +26,42 @@ Variable reparametrised(WeightReparam reparam, const Variable& weight, const Var
   PEEL_FAIL("unknown weight reparametrisation {}", static_cast<int>(reparam));
 }
 
-}  // namespace
+void WeightedLayer::register_weight_and_bias(Tensor initial_weight, Tensor initial_bias) {
+  if (reparam != WeightReparam::weight_norm) weight = register_parameter("weight", initial_weight);
+  if (initial_bias.defined()) bias = register_parameter("bias", std::move(initial_bias));
+  if (reparam == WeightReparam::weight_norm) {
+    // torch.nn.utils.weight_norm: v = the weight as initialised, g = its norm per output unit.
+    Shape g_shape(initial_weight.dim(), 1);
+    g_shape[0] = initial_weight.size(0);
+    weight_g = register_parameter("weight_g", row_norms(initial_weight).reshape(g_shape));
+    weight_v = register_parameter("weight_v", std::move(initial_weight));
+  }
+}
 
-Linear::Linear(int64_t in_features, int64_t out_features, bool with_bias, WeightReparam reparam_) : reparam(reparam_) {
+Linear::Linear(int64_t in_features, int64_t out_features, bool with_bias, WeightReparam reparam_)
+    : WeightedLayer(reparam_) {
   PEEL_CHECK(in_features > 0 && out_features > 0, "Linear: sizes must be positive, got {} -> {}", in_features,
              out_features);
   // kaiming_uniform_(a = sqrt(5)) gives bound sqrt(6 / ((1 + 5) fan_in)) = 1 / sqrt(fan_in).
   const float bound = 1.f / std::sqrt(static_cast<float>(in_features));
-  Tensor initial = uniform({out_features, in_features}, -bound, bound, init_generator());
-  Tensor initial_bias = with_bias ? uniform({out_features}, -bound, bound, init_generator()) : Tensor();
-  register_weight(
-      reparam, std::move(initial), weight, weight_g, weight_v,
-      [&] {
-        if (with_bias) bias = register_parameter("bias", initial_bias);
-      },
-      [this](const std::string& name, Tensor t) { return register_parameter(name, std::move(t)); });
+  Tensor initial = uniform({out_features, in_features}, -bound, bound, init_generator());  // drawn first
+  register_weight_and_bias(initial, with_bias ? uniform({out_features}, -bound, bound, init_generator()) : Tensor());
 }
 
-Variable Linear::effective_weight() const { return reparametrised(reparam, weight, weight_g, weight_v); }
 Variable Linear::forward(const Variable& x) { return linear(x, effective_weight(), bias); }
 
 Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride, int64_t padding,
                bool with_bias, int64_t dilation, WeightReparam reparam_)
-    : geometry(Conv2dGeometry::square(stride, padding, dilation)), reparam(reparam_) {
+    : WeightedLayer(reparam_), geometry(Conv2dGeometry::square(stride, padding, dilation)) {
   PEEL_CHECK(in_channels > 0 && out_channels > 0 && kernel > 0 && stride > 0 && padding >= 0 && dilation > 0,
              "Conv2d: bad configuration in={} out={} kernel={} stride={} padding={} dilation={}", in_channels,
              out_channels, kernel, stride, padding, dilation);
   // kaiming_normal_(mode='fan_out', nonlinearity='relu'): std = sqrt(2 / (out * k * k)).
   const float stddev = std::sqrt(2.f / static_cast<float>(out_channels * kernel * kernel));
-  register_weight(
-      reparam, normal({out_channels, in_channels, kernel, kernel}, 0.f, stddev, init_generator()), weight, weight_g,
-      weight_v,
-      [&] {
-        if (with_bias) bias = register_parameter("bias", Tensor::zeros({out_channels}));
-      },
-      [this](const std::string& name, Tensor t) { return register_parameter(name, std::move(t)); });
+  register_weight_and_bias(normal({out_channels, in_channels, kernel, kernel}, 0.f, stddev, init_generator()),
+                           with_bias ? Tensor::zeros({out_channels}) : Tensor());
 }
 
-Variable Conv2d::effective_weight() const { return reparametrised(reparam, weight, weight_g, weight_v); }
 Variable Conv2d::forward(const Variable& x) { return conv2d(x, effective_weight(), bias, geometry); }
 
 BatchNorm::BatchNorm(int64_t channels, bool fuse_relu_, float eps_, float momentum_, bool affine)
@@ -107,7 +82,7 @@ Variable BatchNorm::normalize(const Variable& x, bool relu) {
 }
 
 GroupNorm::GroupNorm(int64_t groups_, int64_t channels, float eps_, bool relu_)
-    : groups(groups_), eps(eps_), relu(relu_) {
+    : ReluSite(relu_), groups(groups_), eps(eps_) {
   PEEL_CHECK(groups > 0 && channels % groups == 0, "GroupNorm: {} channels cannot be split into {} groups", channels,
              groups);
   weight = register_parameter("weight", Tensor::ones({channels}));

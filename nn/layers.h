@@ -24,26 +24,34 @@ void seed_init_generator(uint64_t seed);
 //                weight_g = its norms. Such a layer has no parameter `weight`.
 enum class WeightReparam { none, standardize, weight_norm };
 
-class Linear : public Module {
+// A layer with a weight (computed per `reparam`) and an optional bias: Linear and Conv2d.
+class WeightedLayer : public Module {
+ public:
+  Variable effective_weight() const;  // the weight the layer applies (recorded for autograd)
+  Variable weight, bias, weight_g, weight_v;
+  WeightReparam reparam;
+
+ protected:
+  explicit WeightedLayer(WeightReparam reparam_) : reparam(reparam_) {}
+  // Registers the parameters from the layer's usual initial values (bias undefined: none), in
+  // PyTorch's order: weight, bias; or bias, weight_g, weight_v.
+  void register_weight_and_bias(Tensor initial_weight, Tensor initial_bias);
+};
+
+class Linear : public WeightedLayer {
  public:
   // PyTorch's default: weight and bias uniform in +-1/sqrt(in_features).
   Linear(int64_t in_features, int64_t out_features, bool bias = true, WeightReparam reparam = WeightReparam::none);
   Variable forward(const Variable& x) override;
-  Variable effective_weight() const;  // the weight the layer applies (recorded for autograd)
-  Variable weight, bias, weight_g, weight_v;
-  WeightReparam reparam;
 };
 
-class Conv2d : public Module {
+class Conv2d : public WeightedLayer {
  public:
   // Kaiming-normal weights (fan-out, ReLU gain), as reference-models.md specifies; zero bias.
   Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride = 1, int64_t padding = 0,
          bool bias = true, int64_t dilation = 1, WeightReparam reparam = WeightReparam::none);
   Variable forward(const Variable& x) override;
-  Variable effective_weight() const;
-  Variable weight, bias, weight_g, weight_v;
   Conv2dGeometry geometry;
-  WeightReparam reparam;
 };
 
 // BatchNorm over (N,H,W) per channel for (N,C,H,W) input, or over N for (N,C) input (BatchNorm1d).
@@ -62,26 +70,22 @@ class BatchNorm : public ActivationSite {
   Variable pre_activation(const Variable& x) override { return normalize(x, false); }
   Variable activate(const Variable& pre) override { return fuse_relu ? ag::relu(pre) : pre; }
   Variable forward_fused(const Variable& x) override { return normalize(x, fuse_relu); }
-
- private:
-  Variable normalize(const Variable& x, bool relu);
+  // Normalises x (ReLU in the same pass when `relu`); EstimatedBatchNorm overrides it.
+  virtual Variable normalize(const Variable& x, bool relu);
 };
 using BatchNorm2d = BatchNorm;
 using BatchNorm1d = BatchNorm;
 
 // GroupNorm, followed by a ReLU when `relu` (as a separate op: group_norm has no fused form).
-class GroupNorm : public ActivationSite {
+class GroupNorm : public ReluSite {
  public:
   GroupNorm(int64_t groups, int64_t channels, float eps = 1e-5f, bool relu = false);
-  bool has_activation() const override { return relu; }
   Variable weight, bias;
   int64_t groups;
   float eps;
-  bool relu;
 
  protected:
   Variable pre_activation(const Variable& x) override;
-  Variable activate(const Variable& pre) override { return relu ? ag::relu(pre) : pre; }
 };
 
 // PyTorch's LayerNorm(normalized_shape): normalises each sample over all its non-batch axes,
@@ -94,13 +98,12 @@ class LayerNorm : public Module {
   float eps;
 };
 
-class ReLU : public ActivationSite {
+class ReLU : public ReluSite {
  public:
-  bool has_activation() const override { return true; }
+  ReLU() : ReluSite(true) {}
 
  protected:
   Variable pre_activation(const Variable& x) override { return x; }
-  Variable activate(const Variable& pre) override { return ag::relu(pre); }
 };
 
 class MaxPool2d : public Module {

@@ -11,43 +11,31 @@ int64_t scaled(int64_t channels, double width) {
   return std::max<int64_t>(1, static_cast<int64_t>(std::llround(static_cast<double>(channels) * width)));
 }
 
-constexpr Norm kNorms[] = {Norm::bn, Norm::gn, Norm::ln, Norm::gn_ws, Norm::bcn_ws, Norm::frn, Norm::wn, Norm::none};
+// Each norm with its name, in the enum's order: the one table the names, the parser and
+// to_string read.
+constexpr std::pair<Norm, const char*> kNormNames[] = {
+    {Norm::bn, "bn"},         {Norm::gn, "gn"},   {Norm::ln, "ln"}, {Norm::gn_ws, "gn+ws"},
+    {Norm::bcn_ws, "bcn+ws"}, {Norm::frn, "frn"}, {Norm::wn, "wn"}, {Norm::none, "none"}};
 }  // namespace
 
 const std::vector<std::string>& norm_names() {
   static const std::vector<std::string> names = [] {
     std::vector<std::string> out;
-    for (Norm n : kNorms) out.emplace_back(to_string(n));
+    for (const auto& [norm, name] : kNormNames) out.emplace_back(name);
     return out;
   }();
   return names;
 }
 
 const char* to_string(Norm norm) {
-  switch (norm) {
-    case Norm::bn:
-      return "bn";
-    case Norm::gn:
-      return "gn";
-    case Norm::ln:
-      return "ln";
-    case Norm::gn_ws:
-      return "gn+ws";
-    case Norm::bcn_ws:
-      return "bcn+ws";
-    case Norm::frn:
-      return "frn";
-    case Norm::wn:
-      return "wn";
-    case Norm::none:
-      return "none";
-  }
+  for (const auto& [n, name] : kNormNames)
+    if (n == norm) return name;
   return "?";
 }
 
 Norm parse_norm(std::string_view name) {
-  for (Norm n : kNorms)
-    if (name == to_string(n)) return n;
+  for (const auto& [norm, n] : kNormNames)
+    if (name == n) return norm;
   std::string known;
   for (const std::string& n : norm_names()) known += (known.empty() ? "" : ", ") + n;
   PEEL_FAIL("unknown normalization '{}' (known: {})", name, known);

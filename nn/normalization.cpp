@@ -11,22 +11,16 @@ void check_channels(const Variable& x, int64_t channels, const char* layer) {
 }
 }  // namespace
 
-EstimatedBatchNorm::EstimatedBatchNorm(int64_t channels, float moving_speed_, bool relu_, float eps_)
-    : eps(eps_), relu(relu_) {
-  PEEL_CHECK(channels > 0, "EstimatedBatchNorm: channels must be positive, got {}", channels);
+EstimatedBatchNorm::EstimatedBatchNorm(int64_t channels, float moving_speed_, bool fuse_relu_, float eps_)
+    : BatchNorm(channels, fuse_relu_, eps_) {
   PEEL_CHECK(moving_speed_ >= 0.f && moving_speed_ <= 1.f, "EstimatedBatchNorm: moving speed must be in [0, 1], got {}",
              moving_speed_);
-  weight = register_parameter("weight", Tensor::ones({channels}));
-  bias = register_parameter("bias", Tensor::zeros({channels}));
-  running_mean = register_buffer("running_mean", Tensor::zeros({channels}));
-  running_var = register_buffer("running_var", Tensor::ones({channels}));
   estbn_moving_speed = register_buffer("estbn_moving_speed", Tensor::full({1}, moving_speed_));
 }
 
-Variable EstimatedBatchNorm::normalize(const Variable& x, bool fuse_relu) {
+Variable EstimatedBatchNorm::normalize(const Variable& x, bool relu) {
   check_channels(x, running_mean.numel(), "EstimatedBatchNorm");
-  return estimated_batch_norm(x, weight, bias, running_mean, running_var, is_training(), moving_speed(), eps,
-                              fuse_relu);
+  return estimated_batch_norm(x, weight, bias, running_mean, running_var, is_training(), moving_speed(), eps, relu);
 }
 
 const char* to_string(BcnBatchPart part) { return part == BcnBatchPart::batch ? "batch" : "estimated"; }
@@ -39,7 +33,7 @@ BcnBatchPart parse_bcn_batch_part(std::string_view name) {
 
 BatchChannelNorm::BatchChannelNorm(int64_t channels, int64_t groups_, BcnBatchPart batch_part, float moving_speed,
                                    bool relu_, float eps_)
-    : groups(groups_), eps(eps_), relu(relu_) {
+    : ReluSite(relu_), groups(groups_), eps(eps_) {
   PEEL_CHECK(groups > 0 && channels % groups == 0, "BatchChannelNorm: {} channels cannot be split into {} groups",
              channels, groups);
   weight = register_parameter("weight", Tensor::ones({1, groups, 1}));

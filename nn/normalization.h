@@ -37,30 +37,23 @@ Variable filter_response_norm(const Variable& x, const Variable& gamma, const Va
 Variable tlu(const Variable& x, const Variable& tau);
 
 // ---- Layers -----------------------------------------------------------------------------------
-// Qiao et al.'s EstBN (official README): parameters weight, bias (C); buffers running_mean (0),
-// running_var (1) and estbn_moving_speed (1 value: r). The official buffer starts at 0 and is set
-// by the training script; its paper value is unpublished, so peel starts it at `moving_speed`
-// (default 0.01, the value a third-party port hard-codes). PyTorch's num_batches_tracked is left
-// out, as for BatchNorm (the official EstBN never increments it).
+// Qiao et al.'s EstBN (official README): batch norm whose training forward normalises with the
+// estimates it has just updated. Parameters weight, bias (C); buffers running_mean (0), running_var
+// (1) and estbn_moving_speed (1 value: r), in the official order. The official buffer starts at 0
+// and is set by the training script; its paper value is unpublished, so peel starts it at
+// `moving_speed` (default 0.01, the value a third-party port hard-codes). PyTorch's
+// num_batches_tracked is left out, as for BatchNorm (the official EstBN never increments it).
+// BatchNorm's `momentum` is unused; `fuse_relu` applies the ReLU in the same pass.
 constexpr float kDefaultEstbnMovingSpeed = 0.01f;
-class EstimatedBatchNorm : public ActivationSite {
+class EstimatedBatchNorm : public BatchNorm {
  public:
-  explicit EstimatedBatchNorm(int64_t channels, float moving_speed = kDefaultEstbnMovingSpeed, bool relu = false,
+  explicit EstimatedBatchNorm(int64_t channels, float moving_speed = kDefaultEstbnMovingSpeed, bool fuse_relu = false,
                               float eps = 1e-5f);
-  bool has_activation() const override { return relu; }
   float moving_speed() const { return estbn_moving_speed.data()[0]; }
-  Variable weight, bias;
-  Tensor running_mean, running_var, estbn_moving_speed;
-  float eps;
-  bool relu;
+  Tensor estbn_moving_speed;
 
  protected:
-  Variable pre_activation(const Variable& x) override { return normalize(x, false); }
-  Variable activate(const Variable& pre) override { return relu ? ag::relu(pre) : pre; }
-  Variable forward_fused(const Variable& x) override { return normalize(x, relu); }
-
- private:
-  Variable normalize(const Variable& x, bool fuse_relu);
+  Variable normalize(const Variable& x, bool relu) override;
 };
 
 // BCN's batch part: ordinary batch norm (large batches) or EstBN (micro-batches).
@@ -72,20 +65,17 @@ BcnBatchPart parse_bcn_batch_part(std::string_view name);  // the inverse; throw
 // Batch-channel normalisation, the official BCNorm: child `bn` (BatchNorm or EstimatedBatchNorm
 // with its own per-channel affine), then group_affine_norm with parameters weight and bias (1, G, 1)
 // (ones and zeros), eps 1e-5; then ReLU when `relu`.
-class BatchChannelNorm : public ActivationSite {
+class BatchChannelNorm : public ReluSite {
  public:
   BatchChannelNorm(int64_t channels, int64_t groups, BcnBatchPart batch_part = BcnBatchPart::batch,
                    float moving_speed = kDefaultEstbnMovingSpeed, bool relu = false, float eps = 1e-5f);
-  bool has_activation() const override { return relu; }
   Variable weight, bias;
-  std::shared_ptr<ActivationSite> bn;
+  std::shared_ptr<BatchNorm> bn;  // BatchNorm or EstimatedBatchNorm
   int64_t groups;
   float eps;
-  bool relu;
 
  protected:
   Variable pre_activation(const Variable& x) override;
-  Variable activate(const Variable& pre) override { return relu ? ag::relu(pre) : pre; }
 };
 
 // FRN, with TLU when `with_tlu`: parameters weight (gamma, ones), bias (beta, zeros), tau (zeros;

@@ -6,23 +6,12 @@
 #include "autograd/gradcheck.h"
 #include "nn/normalization.h"
 #include "tensor/random.h"
+#include "tests/support/gradcheck_test.h"
 
 using namespace peel;
 using namespace peel::ag;
+using namespace peel::gradcheck_test;
 using Vars = std::vector<Variable>;
-
-namespace {
-Tensor rand_t(const Shape& s, uint64_t seed, float lo = -1.f, float hi = 1.f) {
-  Generator g(seed);
-  return uniform(s, lo, hi, g);
-}
-template <class F, class... T>
-void expect_gradcheck(const char* where, F f, T... inputs) {
-  GradcheckResult r = gradcheck(f, std::vector<Tensor>{inputs...});
-  EXPECT_TRUE(r.ok) << where << ": " << r.message;
-}
-#define EXPECT_GRADCHECK(...) expect_gradcheck(__FILE__ ":" GTEST_STRINGIFY_(__LINE__), __VA_ARGS__)
-}  // namespace
 
 TEST(NormGradcheck, WeightStandardizedConvolution) {
   EXPECT_GRADCHECK(

@@ -40,6 +40,18 @@ std::vector<std::string> names(const std::vector<std::pair<std::string, Variable
 
 Tensor in_memory(const Tensor& x, bool channels_last) { return channels_last && x.dim() == 4 ? x.channels_last() : x; }
 
+// One forward and backward of `layer` in its current mode, from zeroed gradients: x is the leaf.
+struct Pass {
+  Variable x, y;
+};
+Pass forward_backward(nn::Module& layer, const Tensor& x, const Tensor& grad_y, bool channels_last) {
+  layer.zero_grad();
+  Pass p{Variable(in_memory(x.contiguous(), channels_last), true), {}};
+  p.y = layer.forward(p.x);
+  p.y.backward(grad_y.contiguous());
+  return p;
+}
+
 }  // namespace
 
 TEST(ParityNormalization, WeightStandardizedConvolution) {
@@ -103,10 +115,7 @@ TEST(ParityNormalization, EstimatedBatchNormTrainStepsThenEval) {
     const Tensor xs = load(c, "x_steps"), gys = load(c, "grad_y_steps");
     for (int64_t step = 0; step < xs.size(0); ++step) {
       SCOPED_TRACE("step " + std::to_string(step));
-      layer.zero_grad();
-      Variable x(in_memory(xs.select(0, step).contiguous(), channels_last), true);
-      Variable y = layer(x);
-      y.backward(gys.select(0, step).contiguous());
+      const auto [x, y] = forward_backward(layer, xs.select(0, step), gys.select(0, step), channels_last);
       EXPECT_TRUE(close(y.value(), load(c, "y_train").select(0, step)));
       EXPECT_TRUE(close(x.grad(), load(c, "grad_x").select(0, step)));
       EXPECT_TRUE(close(layer.weight.grad(), load(c, "grad_weight").select(0, step)));
@@ -115,10 +124,7 @@ TEST(ParityNormalization, EstimatedBatchNormTrainStepsThenEval) {
       EXPECT_TRUE(close(layer.running_var, load(c, "running_var_after").select(0, step)));
     }
     layer.eval();
-    layer.zero_grad();
-    Variable x(in_memory(load(c, "x_eval"), channels_last), true);
-    Variable y = layer(x);
-    y.backward(load(c, "grad_y_eval"));
+    const auto [x, y] = forward_backward(layer, load(c, "x_eval"), load(c, "grad_y_eval"), channels_last);
     EXPECT_TRUE(close(y.value(), load(c, "y_eval")));
     EXPECT_TRUE(close(x.grad(), load(c, "grad_x_eval")));
     EXPECT_TRUE(close(layer.weight.grad(), load(c, "grad_weight_eval")));
@@ -161,10 +167,7 @@ TEST_P(ParityBatchChannelNorm, TrainStepsThenEval) {
     const Tensor xs = load(c, "x_steps"), gys = load(c, "grad_y_steps");
     for (int64_t step = 0; step < xs.size(0); ++step) {
       SCOPED_TRACE("step " + std::to_string(step));
-      layer.zero_grad();
-      Variable x(in_memory(xs.select(0, step).contiguous(), channels_last), true);
-      Variable y = layer(x);
-      y.backward(gys.select(0, step).contiguous());
+      const auto [x, y] = forward_backward(layer, xs.select(0, step), gys.select(0, step), channels_last);
       check(x, y, "", step);
       for (auto& [name, t] : layer.named_buffers()) {
         if (name == "bn.running_mean") EXPECT_TRUE(close(t, load(c, "running_mean_after").select(0, step)));
@@ -172,10 +175,7 @@ TEST_P(ParityBatchChannelNorm, TrainStepsThenEval) {
       }
     }
     layer.eval();
-    layer.zero_grad();
-    Variable x(in_memory(load(c, "x_eval"), channels_last), true);
-    Variable y = layer(x);
-    y.backward(load(c, "grad_y_eval"));
+    const auto [x, y] = forward_backward(layer, load(c, "x_eval"), load(c, "grad_y_eval"), channels_last);
     check(x, y, "_eval", -1);
   }
 }
