@@ -1,8 +1,12 @@
 // Batch norm (train mode, fused ReLU, forward + backward) and 2x2 max pooling (forward + backward)
 // on the small_cnn activation shapes at batch 128.
 //
+// The normalisation study's layers (nn/normalization.h), each a training step of the layer alone
+// (forward, then backward through autograd, channels-last input as the convolutions produce it) at
+// the small_cnn shapes at batch 2 and 128, and WS / WN over all of small_cnn's conv weights.
+//
 // Run: build/bench/bench_norm [--benchmark_filter=...]
-// Argument order: C, H (= W), channels_last (1/0), threads.
+// Argument order: C, H (= W), channels_last (1/0), threads; for the layers: layer, C, H, N, threads.
 // bytes_per_second counts the memory passes the kernels make over the activations:
 //   batch norm: forward reads x twice (statistics, normalise) and writes y; backward reads
 //     grad_y, x and y twice (sums, then dx) and writes dx: 10 activation-sized passes in all.
@@ -10,6 +14,7 @@
 //     grad_y and argmax and writes grad_x (1/4 + 1/4 + 1): 3.5 input-sized passes in all.
 #include <benchmark/benchmark.h>
 
+#include "nn/normalization.h"
 #include "tensor/kernels/kernels.h"
 #include "tensor/random.h"
 #include "tensor/threads.h"
@@ -97,10 +102,94 @@ void pool_shapes(benchmark::internal::Benchmark* b) {
   b->Unit(benchmark::kMicrosecond)->UseRealTime();
 }
 
+// ---- The normalisation study's layers ------------------------------------------------------------
+enum NormLayer { kBnRelu, kGnRelu, kEstBnRelu, kBcnRelu, kBcnEstRelu, kFrnTlu, kLayerCount };
+const char* const kNormLayerNames[] = {"bn+relu", "gn+relu", "estbn+relu", "bcn+relu", "bcn(estbn)+relu", "frn+tlu"};
+
+std::shared_ptr<nn::Module> norm_layer(int which, int64_t C) {
+  const int64_t groups = C < 32 ? C : 32;
+  switch (which) {
+    case kBnRelu:
+      return std::make_shared<nn::BatchNorm>(C, true);
+    case kGnRelu:
+      return std::make_shared<nn::GroupNorm>(groups, C, 1e-5f, true);
+    case kEstBnRelu:
+      return std::make_shared<nn::EstimatedBatchNorm>(C, 0.01f, true);
+    case kBcnRelu:
+      return std::make_shared<nn::BatchChannelNorm>(C, groups, nn::BcnBatchPart::batch, 0.01f, true);
+    case kBcnEstRelu:
+      return std::make_shared<nn::BatchChannelNorm>(C, groups, nn::BcnBatchPart::estimated, 0.01f, true);
+    default:
+      return std::make_shared<nn::FilterResponseNorm>(C, true);
+  }
+}
+
+void BM_NormLayerTrainStep(benchmark::State& state) {
+  const int which = static_cast<int>(state.range(0));
+  const int64_t C = state.range(1), H = state.range(2), N = state.range(3);
+  set_num_threads(static_cast<int>(state.range(4)));
+  Generator gen(3);
+  const Tensor x = normal({N, C, H, H}, 0.3f, 1.f, gen).channels_last();
+  const Tensor gy = normal({N, C, H, H}, 0.f, 1.f, gen).channels_last();
+  auto layer = norm_layer(which, C);
+  layer->train();
+  for (auto _ : state) {
+    ag::Variable xv(x, true);
+    ag::Variable y = layer->forward(xv);
+    y.backward(gy);
+    benchmark::DoNotOptimize(xv.grad().data());
+    layer->zero_grad();
+  }
+  state.SetLabel(kNormLayerNames[which]);
+  state.SetItemsProcessed(state.iterations() * N);
+  set_num_threads(0);
+}
+
+void norm_layer_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"layer", "C", "H", "N", "threads"});
+  for (int layer = 0; layer < kLayerCount; ++layer)
+    for (int64_t batch : {2, 128})
+      for (auto [C, H] : {std::pair{32, 28}, {64, 14}, {128, 7}}) b->Args({layer, C, H, batch, 1});
+  for (int layer = 0; layer < kLayerCount; ++layer) b->Args({layer, 32, 28, 128, 2});
+  b->Unit(benchmark::kMicrosecond)->UseRealTime();
+}
+
+// WS or WN of every small_cnn conv weight, forward and backward: the per-step cost of the reparametrisation.
+void BM_WeightReparamSmallCnn(benchmark::State& state) {
+  const bool standardize = state.range(0) == 0;
+  set_num_threads(static_cast<int>(state.range(1)));
+  Generator gen(4);
+  std::vector<ag::Variable> weights, gains;
+  std::vector<Tensor> grads;
+  for (auto [out, in] : {std::pair{32, 1}, {32, 32}, {64, 32}, {64, 64}, {128, 64}}) {
+    weights.emplace_back(normal({out, in, 3, 3}, 0.f, 0.05f, gen), true);
+    gains.emplace_back(Tensor::ones({out, 1, 1, 1}), true);
+    grads.push_back(normal({out, in, 3, 3}, 0.f, 1.f, gen));
+  }
+  for (auto _ : state) {
+    for (size_t i = 0; i < weights.size(); ++i) {
+      ag::Variable w = standardize ? nn::weight_standardize(weights[i]) : nn::weight_norm(weights[i], gains[i]);
+      w.backward(grads[i]);
+    }
+    benchmark::DoNotOptimize(weights[0].grad().data());
+  }
+  state.SetLabel(standardize ? "ws" : "wn");
+  set_num_threads(0);
+}
+
 }  // namespace
 
 BENCHMARK(BM_BatchNormTrainFusedRelu)->Apply(small_cnn_shapes);
 BENCHMARK(BM_BatchNormTrainForward)->Apply(small_cnn_shapes);
 BENCHMARK(BM_MaxPool2x2)->Apply(pool_shapes);
+BENCHMARK(BM_NormLayerTrainStep)->Apply(norm_layer_shapes);
+BENCHMARK(BM_WeightReparamSmallCnn)
+    ->ArgNames({"ws0_wn1", "threads"})
+    ->Args({0, 1})
+    ->Args({1, 1})
+    ->Args({0, 2})
+    ->Args({1, 2})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
 
 BENCHMARK_MAIN();

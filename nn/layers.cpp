@@ -2,7 +2,9 @@
 
 #include <cmath>
 
+#include "nn/normalization.h"
 #include "tensor/error.h"
+#include "tensor/kernels/norm_extra.h"
 
 namespace peel::nn {
 
@@ -12,31 +14,55 @@ Generator& init_generator() {
 }
 void seed_init_generator(uint64_t seed) { init_generator() = Generator(seed); }
 
-Linear::Linear(int64_t in_features, int64_t out_features, bool with_bias) {
+Variable WeightedLayer::effective_weight() const {
+  switch (reparam) {
+    case WeightReparam::none:
+      return weight;
+    case WeightReparam::standardize:
+      return weight_standardize(weight);
+    case WeightReparam::weight_norm:
+      return weight_norm(weight_v, weight_g);
+  }
+  PEEL_FAIL("unknown weight reparametrisation {}", static_cast<int>(reparam));
+}
+
+void WeightedLayer::register_weight_and_bias(Tensor initial_weight, Tensor initial_bias) {
+  if (reparam != WeightReparam::weight_norm) weight = register_parameter("weight", initial_weight);
+  if (initial_bias.defined()) bias = register_parameter("bias", std::move(initial_bias));
+  if (reparam == WeightReparam::weight_norm) {
+    // torch.nn.utils.weight_norm: v = the weight as initialised, g = its norm per output unit.
+    Shape g_shape(initial_weight.dim(), 1);
+    g_shape[0] = initial_weight.size(0);
+    weight_g = register_parameter("weight_g", row_norms(initial_weight).reshape(g_shape));
+    weight_v = register_parameter("weight_v", std::move(initial_weight));
+  }
+}
+
+Linear::Linear(int64_t in_features, int64_t out_features, bool with_bias, WeightReparam reparam_)
+    : WeightedLayer(reparam_) {
   PEEL_CHECK(in_features > 0 && out_features > 0, "Linear: sizes must be positive, got {} -> {}", in_features,
              out_features);
   // kaiming_uniform_(a = sqrt(5)) gives bound sqrt(6 / ((1 + 5) fan_in)) = 1 / sqrt(fan_in).
   const float bound = 1.f / std::sqrt(static_cast<float>(in_features));
-  weight = register_parameter("weight", uniform({out_features, in_features}, -bound, bound, init_generator()));
-  if (with_bias) bias = register_parameter("bias", uniform({out_features}, -bound, bound, init_generator()));
+  Tensor initial = uniform({out_features, in_features}, -bound, bound, init_generator());  // drawn first
+  register_weight_and_bias(initial, with_bias ? uniform({out_features}, -bound, bound, init_generator()) : Tensor());
 }
 
-Variable Linear::forward(const Variable& x) { return linear(x, weight, bias); }
+Variable Linear::forward(const Variable& x) { return linear(x, effective_weight(), bias); }
 
 Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride, int64_t padding,
-               bool with_bias, int64_t dilation)
-    : geometry(Conv2dGeometry::square(stride, padding, dilation)) {
+               bool with_bias, int64_t dilation, WeightReparam reparam_)
+    : WeightedLayer(reparam_), geometry(Conv2dGeometry::square(stride, padding, dilation)) {
   PEEL_CHECK(in_channels > 0 && out_channels > 0 && kernel > 0 && stride > 0 && padding >= 0 && dilation > 0,
              "Conv2d: bad configuration in={} out={} kernel={} stride={} padding={} dilation={}", in_channels,
              out_channels, kernel, stride, padding, dilation);
   // kaiming_normal_(mode='fan_out', nonlinearity='relu'): std = sqrt(2 / (out * k * k)).
   const float stddev = std::sqrt(2.f / static_cast<float>(out_channels * kernel * kernel));
-  weight =
-      register_parameter("weight", normal({out_channels, in_channels, kernel, kernel}, 0.f, stddev, init_generator()));
-  if (with_bias) bias = register_parameter("bias", Tensor::zeros({out_channels}));
+  register_weight_and_bias(normal({out_channels, in_channels, kernel, kernel}, 0.f, stddev, init_generator()),
+                           with_bias ? Tensor::zeros({out_channels}) : Tensor());
 }
 
-Variable Conv2d::forward(const Variable& x) { return conv2d(x, weight, bias, geometry); }
+Variable Conv2d::forward(const Variable& x) { return conv2d(x, effective_weight(), bias, geometry); }
 
 BatchNorm::BatchNorm(int64_t channels, bool fuse_relu_, float eps_, float momentum_, bool affine)
     : eps(eps_), momentum(momentum_), fuse_relu(fuse_relu_) {
@@ -48,21 +74,22 @@ BatchNorm::BatchNorm(int64_t channels, bool fuse_relu_, float eps_, float moment
   running_var = register_buffer("running_var", Tensor::ones({channels}));
 }
 
-Variable BatchNorm::forward(const Variable& x) {
+Variable BatchNorm::normalize(const Variable& x, bool relu) {
   PEEL_CHECK((x.dim() == 2 || x.dim() == 4) && x.size(1) == running_mean.numel(),
              "BatchNorm({}): input of shape {} is not (N, {}) or (N, {}, H, W)", running_mean.numel(),
              to_string(x.shape()), running_mean.numel(), running_mean.numel());
-  return batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum, eps, fuse_relu);
+  return batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum, eps, relu);
 }
 
-GroupNorm::GroupNorm(int64_t groups_, int64_t channels, float eps_) : groups(groups_), eps(eps_) {
+GroupNorm::GroupNorm(int64_t groups_, int64_t channels, float eps_, bool relu_)
+    : ReluSite(relu_), groups(groups_), eps(eps_) {
   PEEL_CHECK(groups > 0 && channels % groups == 0, "GroupNorm: {} channels cannot be split into {} groups", channels,
              groups);
   weight = register_parameter("weight", Tensor::ones({channels}));
   bias = register_parameter("bias", Tensor::zeros({channels}));
 }
 
-Variable GroupNorm::forward(const Variable& x) { return group_norm(x, groups, weight, bias, eps); }
+Variable GroupNorm::pre_activation(const Variable& x) { return group_norm(x, groups, weight, bias, eps); }
 
 LayerNorm::LayerNorm(const Shape& normalized_shape, float eps_) : eps(eps_) {
   weight = register_parameter("weight", Tensor::ones(normalized_shape));
@@ -97,25 +124,6 @@ Variable Sequential::forward(const Variable& x) {
   Variable h = x;
   for (auto& layer : layers_) h = layer->forward(h);
   return h;
-}
-
-BasicBlock::BasicBlock(int64_t in_channels, int64_t out_channels, int64_t stride) {
-  conv1 = register_module("conv1", std::make_shared<Conv2d>(in_channels, out_channels, 3, stride, 1, false));
-  bn1 = register_module("bn1", std::make_shared<BatchNorm>(out_channels, /*fuse_relu=*/true));
-  conv2 = register_module("conv2", std::make_shared<Conv2d>(out_channels, out_channels, 3, 1, 1, false));
-  bn2 = register_module("bn2", std::make_shared<BatchNorm>(out_channels));
-  if (stride != 1 || in_channels != out_channels) {
-    downsample =
-        register_module("downsample", std::make_shared<Sequential>(Sequential{
-                                          std::make_shared<Conv2d>(in_channels, out_channels, 1, stride, 0, false),
-                                          std::make_shared<BatchNorm>(out_channels)}));
-  }
-}
-
-Variable BasicBlock::forward(const Variable& x) {
-  Variable out = bn2->forward(conv2->forward(bn1->forward(conv1->forward(x))));
-  Variable shortcut = downsample ? downsample->forward(x) : x;
-  return ag::relu(ag::add(out, shortcut));
 }
 
 }  // namespace peel::nn

@@ -4,6 +4,7 @@
 
 #include <initializer_list>
 
+#include "nn/activation_site.h"
 #include "nn/functional.h"
 #include "nn/module.h"
 
@@ -13,46 +14,78 @@ namespace peel::nn {
 Generator& init_generator();
 void seed_init_generator(uint64_t seed);
 
-class Linear : public Module {
+// How Linear and Conv2d compute their weight from their parameters, once per forward, with the
+// gradient flowing through to the parameters (nn/normalization.h):
+//   none         the parameter `weight` is the weight;
+//   standardize  Qiao et al.'s weight standardisation of `weight` per output unit (BCN code's form);
+//   weight_norm  Salimans & Kingma: weight = weight_g * weight_v / ||weight_v|| per output unit, with
+//                torch.nn.utils.weight_norm's names, shapes (weight_g (out,1,...)) and order (bias,
+//                weight_g, weight_v), initialised as it does: weight_v = the usual initial weight,
+//                weight_g = its norms. Such a layer has no parameter `weight`.
+enum class WeightReparam { none, standardize, weight_norm };
+
+// A layer with a weight (computed per `reparam`) and an optional bias: Linear and Conv2d.
+class WeightedLayer : public Module {
  public:
-  // PyTorch's default: weight and bias uniform in +-1/sqrt(in_features).
-  Linear(int64_t in_features, int64_t out_features, bool bias = true);
-  Variable forward(const Variable& x) override;
-  Variable weight, bias;
+  Variable effective_weight() const;  // the weight the layer applies (recorded for autograd)
+  Variable weight, bias, weight_g, weight_v;
+  WeightReparam reparam;
+
+ protected:
+  explicit WeightedLayer(WeightReparam reparam_) : reparam(reparam_) {}
+  // Registers the parameters from the layer's usual initial values (bias undefined: none), in
+  // PyTorch's order: weight, bias; or bias, weight_g, weight_v.
+  void register_weight_and_bias(Tensor initial_weight, Tensor initial_bias);
 };
 
-class Conv2d : public Module {
+class Linear : public WeightedLayer {
+ public:
+  // PyTorch's default: weight and bias uniform in +-1/sqrt(in_features).
+  Linear(int64_t in_features, int64_t out_features, bool bias = true, WeightReparam reparam = WeightReparam::none);
+  Variable forward(const Variable& x) override;
+};
+
+class Conv2d : public WeightedLayer {
  public:
   // Kaiming-normal weights (fan-out, ReLU gain), as reference-models.md specifies; zero bias.
   Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride = 1, int64_t padding = 0,
-         bool bias = true, int64_t dilation = 1);
+         bool bias = true, int64_t dilation = 1, WeightReparam reparam = WeightReparam::none);
   Variable forward(const Variable& x) override;
-  Variable weight, bias;
   Conv2dGeometry geometry;
 };
 
 // BatchNorm over (N,H,W) per channel for (N,C,H,W) input, or over N for (N,C) input (BatchNorm1d).
 // `fuse_relu` makes the layer BN followed by ReLU in one pass (names and state are unchanged).
-class BatchNorm : public Module {
+class BatchNorm : public ActivationSite {
  public:
   explicit BatchNorm(int64_t channels, bool fuse_relu = false, float eps = 1e-5f, float momentum = 0.1f,
                      bool affine = true);
-  Variable forward(const Variable& x) override;
+  bool has_activation() const override { return fuse_relu; }
   Variable weight, bias;
   Tensor running_mean, running_var;
   float eps, momentum;
   bool fuse_relu;
+
+ protected:
+  Variable pre_activation(const Variable& x) override { return normalize(x, false); }
+  Variable activate(const Variable& pre) override { return fuse_relu ? ag::relu(pre) : pre; }
+  Variable forward_fused(const Variable& x) override { return normalize(x, fuse_relu); }
+  // Normalises x (ReLU in the same pass when `relu`); EstimatedBatchNorm overrides it.
+  virtual Variable normalize(const Variable& x, bool relu);
 };
 using BatchNorm2d = BatchNorm;
 using BatchNorm1d = BatchNorm;
 
-class GroupNorm : public Module {
+// GroupNorm, followed by a ReLU when `relu` (as a separate op: group_norm has no fused form).
+class GroupNorm : public ReluSite {
  public:
-  GroupNorm(int64_t groups, int64_t channels, float eps = 1e-5f);
-  Variable forward(const Variable& x) override;
+  GroupNorm(int64_t groups, int64_t channels, float eps = 1e-5f, bool relu = false);
   Variable weight, bias;
   int64_t groups;
   float eps;
+
+ protected:
+  Variable pre_activation(const Variable& x) override;
 };
 
 // PyTorch's LayerNorm(normalized_shape): normalises each sample over all its non-batch axes,
@@ -65,9 +98,12 @@ class LayerNorm : public Module {
   float eps;
 };
 
-class ReLU : public Module {
+class ReLU : public ReluSite {
  public:
-  Variable forward(const Variable& x) override { return ag::relu(x); }
+  ReLU() : ReluSite(true) {}
+
+ protected:
+  Variable pre_activation(const Variable& x) override { return x; }
 };
 
 class MaxPool2d : public Module {
@@ -119,17 +155,6 @@ class Sequential : public Module {
 
  private:
   std::vector<ModulePtr> layers_;
-};
-
-// ResNet's BasicBlock: conv3x3-BN-ReLU-conv3x3-BN plus the shortcut, then ReLU. The shortcut is
-// the identity, or `downsample` (1x1 conv with stride + BN) where the shape changes.
-class BasicBlock : public Module {
- public:
-  BasicBlock(int64_t in_channels, int64_t out_channels, int64_t stride);
-  Variable forward(const Variable& x) override;
-  std::shared_ptr<Conv2d> conv1, conv2;
-  std::shared_ptr<BatchNorm> bn1, bn2;
-  std::shared_ptr<Sequential> downsample;  // null for the identity shortcut
 };
 
 }  // namespace peel::nn

@@ -62,6 +62,13 @@ std::vector<std::pair<std::string, Tensor>> Module::state() const {
   return out;
 }
 
+std::vector<std::pair<std::string, Module*>> Module::named_modules() {
+  std::vector<std::pair<std::string, Module*>> out{{"", this}};
+  for (const auto& [name, child] : children_)
+    for (auto& [path, m] : child->named_modules()) out.emplace_back(path.empty() ? name : name + "." + path, m);
+  return out;
+}
+
 void Module::zero_grad() {
   for (auto& [name, v] : named_parameters()) v.zero_grad();
 }

@@ -32,6 +32,9 @@ class Module {
   std::vector<std::pair<std::string, Tensor>> state() const;
   void zero_grad();
   int64_t parameter_count() const;
+  // This module (named "") and every module below it with its dotted path, parents first, in
+  // registration order (PyTorch's named_modules).
+  std::vector<std::pair<std::string, Module*>> named_modules();
 
   // Writes the state in peel's versioned binary format, atomically (temporary file + rename).
   void save(const std::string& path) const;

@@ -10,9 +10,9 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "tensor/io/file_io.h"
 #include "experiments/cli/commands.h"
 #include "tensor/error.h"
+#include "tensor/io/file_io.h"
 
 namespace peel::cli {
 

@@ -158,8 +158,8 @@ void Report::write(const std::string& dir) const {
                        {"png", png},
                        {"series", series}});
   }
-  const json report = {{"title", title_}, {"figures", figures}, {"tables", tables_}, {"values", values_},
-                       {"claims", claims_}};
+  const json report = {
+      {"title", title_}, {"figures", figures}, {"tables", tables_}, {"values", values_}, {"claims", claims_}};
   io::write_file_atomic(dir + "/report.json", report.dump(1) + "\n");
 
   const std::string html = fmt::format(

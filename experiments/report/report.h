@@ -21,9 +21,9 @@ using RunMetrics = std::map<std::string, std::vector<double>>;
 enum class Verdict { supported, partly_supported, not_supported, not_tested };
 
 struct Claim {
-  std::string claim;     // the paper's claim, in a sentence
+  std::string claim;  // the paper's claim, in a sentence
   Verdict verdict = Verdict::not_tested;
-  std::string evidence;  // the numbers that say so (HTML)
+  std::string evidence;        // the numbers that say so (HTML)
   std::string at_paper_scale;  // the command that would test it at the paper's scale
 };
 

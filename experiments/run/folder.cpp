@@ -13,8 +13,8 @@
 #include <sstream>
 
 #include "nn/module.h"
-#include "tensor/io/file_io.h"
 #include "tensor/error.h"
+#include "tensor/io/file_io.h"
 
 namespace peel {
 

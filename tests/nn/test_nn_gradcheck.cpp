@@ -4,24 +4,12 @@
 #include "autograd/gradcheck.h"
 #include "nn/functional.h"
 #include "tensor/random.h"
+#include "tests/support/gradcheck_test.h"
 
 using namespace peel;
 using namespace peel::ag;
+using namespace peel::gradcheck_test;
 using Vars = std::vector<Variable>;
-
-namespace {
-Tensor rand_t(const Shape& s, uint64_t seed, float lo = -1.f, float hi = 1.f) {
-  Generator g(seed);
-  return uniform(s, lo, hi, g);
-}
-// A function (not a macro body) so that lambdas with commas pass through the macro intact.
-template <class F, class... T>
-void expect_gradcheck(const char* where, F f, T... inputs) {
-  GradcheckResult r = gradcheck(f, std::vector<Tensor>{inputs...});
-  EXPECT_TRUE(r.ok) << where << ": " << r.message;
-}
-#define EXPECT_GRADCHECK(...) expect_gradcheck(__FILE__ ":" GTEST_STRINGIFY_(__LINE__), __VA_ARGS__)
-}  // namespace
 
 TEST(NnGradcheck, Linear) {
   EXPECT_GRADCHECK([](const Vars& v) { return nn::linear(v[0], v[1], v[2]); }, rand_t({4, 5}, 1), rand_t({3, 5}, 2),

@@ -1,0 +1,75 @@
+// Kernels of the normalisations studied by Qiao et al. (weight standardisation, estimated batch
+// norm) and Singh & Krishnan (filter response normalisation + TLU), and of weight normalisation
+// (Salimans & Kingma), forward and backward. Definitions: /work/shared/science.md §3-5 and
+// docs/normalization.md.
+//
+// Layouts as in kernels.h: activations are logical (N,C,H,W) (or (N,C)) with any strides; outputs
+// keep channels-last memory when the input has it, otherwise they are contiguous; other strides are
+// copied to NCHW first. Weights are (O, ...) and are processed as O rows of I = numel/O values.
+// Sums are accumulated in double in fixed blocks added in a fixed order, so results do not depend
+// on the thread count. Each kernel is held to a double-precision loop in tests/tensor/test_norm_extra_kernels.cpp.
+#pragma once
+
+#include "tensor/tensor.h"
+
+namespace peel {
+
+// ---- Weight reparametrisations (per output unit: a row of O x I) ---------------------------------
+// Weight standardisation, the official BCN code's form: per row i over its I entries,
+//   w_hat_i = (w_i - mean(w_i)) / sqrt(var_unbiased(w_i) + eps),
+// needs I > 1. `saved` receives the per-row mean and inv_std = 1 / sqrt(var_unbiased + eps).
+struct WeightStandardizeSaved {
+  Tensor mean, inv_std;  // (O)
+};
+Tensor weight_standardize_forward(const Tensor& w, float eps, WeightStandardizeSaved& saved);
+// dw = inv_std * (g - mean(g) - w_hat * sum(g * w_hat) / (I - 1)), per row.
+Tensor weight_standardize_backward(const Tensor& grad_w_hat, const Tensor& w, const WeightStandardizeSaved& saved);
+
+// Weight normalisation, torch.nn.utils.weight_norm (dim 0): w_i = g_i * v_i / ||v_i||, g of O
+// elements in any shape (PyTorch's (O,1,1,1) or (O,1)). `inv_norm` receives 1 / ||v_i|| (O).
+Tensor weight_norm_forward(const Tensor& v, const Tensor& g, Tensor& inv_norm);
+struct WeightNormGrads {
+  Tensor v, g;  // g in g's shape
+};
+// dg_i = (grad_w_i . v_i) / ||v_i||;  dv_i = g_i / ||v_i|| * (grad_w_i - v_hat_i (grad_w_i . v_hat_i)).
+WeightNormGrads weight_norm_backward(const Tensor& grad_w, const Tensor& v, const Tensor& g, const Tensor& inv_norm);
+// ||v_i|| per row (O), in double: PyTorch's weight_norm initialises g with it.
+Tensor row_norms(const Tensor& v);
+
+// ---- Estimated batch norm (Qiao et al.'s EstBN; official README) ---------------------------------
+// The training-mode statistics update, done without gradient before EstBN normalises:
+//   mean_c = mean over (N, H, W) of x,  dev_c = mean over (N, H, W) of (x - running_mean_c)^2
+//   (deviations about the OLD running mean), then
+//   running_mean = (1 - r) running_mean + r mean_c,  running_var = (1 - r) running_var + r dev_c.
+// The normalisation itself is batch_norm_eval_forward with the updated statistics (EstBN uses the
+// estimated statistics in both train and eval), and its backward is batch_norm_eval_backward.
+void estimated_batch_norm_update(const Tensor& x, Tensor& running_mean, Tensor& running_var, float moving_speed);
+
+// ---- Filter response normalisation + TLU (Singh & Krishnan) --------------------------------------
+// Per sample n and channel c over the S = H*W positions:
+//   nu2 = mean_s x^2,  y = gamma_c * x / sqrt(nu2 + |eps_c|) + beta_c,  z = max(y, tau_c).
+// gamma, beta, eps are (C); tau is (C) or undefined (no TLU: z = y). `saved.inv_rms` receives
+// 1 / sqrt(nu2 + |eps|) per (n, c).
+struct FrnSaved {
+  Tensor inv_rms;  // (N, C)
+};
+Tensor filter_response_norm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& eps,
+                                    const Tensor& tau, FrnSaved& saved);
+struct FrnGrads {
+  Tensor x, gamma, beta, eps, tau;  // tau undefined without TLU
+};
+// TLU's gradient follows torch.max(y, tau): to y where y > tau, to tau where y < tau, and half to
+// each where y == tau (ties are common: a zero input gives y = beta, and beta = tau at init).
+// The eps gradient uses d|eps|/deps = sign(eps) (0 at 0, as torch.abs). One difference: an
+// infinite or NaN grad_z gives NaN on the side that gets no share, where PyTorch gives 0.
+FrnGrads filter_response_norm_backward(const Tensor& grad_z, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                       const Tensor& eps, const Tensor& tau, const FrnSaved& saved);
+
+// TLU alone: z = max(x, tau_c) per channel, and its backward with torch.max's ties rule.
+Tensor tlu_forward(const Tensor& x, const Tensor& tau);
+struct TluGrads {
+  Tensor x, tau;
+};
+TluGrads tlu_backward(const Tensor& grad_z, const Tensor& x, const Tensor& tau);
+
+}  // namespace peel
