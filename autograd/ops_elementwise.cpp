@@ -115,10 +115,11 @@ Variable square(const Variable& x) {
                      [xv = x.value()](const Tensor& g, const std::vector<bool>&) { return Grads{g * xv * 2.f}; });
 }
 
-Variable pow(const Variable& x, float p) {
-  return make_result(
-      peel::pow(x.value(), p), {x}, "pow",
-      [xv = x.value(), p](const Tensor& g, const std::vector<bool>&) { return Grads{g * peel::pow(xv, p - 1.f) * p}; });
+Variable pow(const Variable& x, float exponent) {
+  return make_result(peel::pow(x.value(), exponent), {x}, "pow",
+                     [xv = x.value(), exponent](const Tensor& g, const std::vector<bool>&) {
+                       return Grads{g * peel::pow(xv, exponent - 1.f) * exponent};
+                     });
 }
 
 Variable clamp(const Variable& x, float lo, float hi) {

@@ -64,7 +64,6 @@ Variable make_result(Tensor value, std::vector<Variable> inputs, const char* op,
   }
   if (node->inputs.empty()) return out;
   node->backward = std::move(backward);
-  node->output_shape = out.shape();
   out.state_->requires_grad = true;
   out.state_->grad_fn = std::move(node);
   return out;

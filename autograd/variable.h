@@ -78,7 +78,6 @@ struct Node {
   std::vector<bool> needs_grad;                        // per original input position
   std::vector<int> slot;                               // per original input: index into inputs or -1
   BackwardFn backward;                                 // empty once consumed
-  Shape output_shape;
 };
 
 // Wraps the result of an op. Records a Node when gradients are enabled and some input requires

@@ -2,16 +2,16 @@
 // stride 1, activations channels-last (as the framework keeps them between layers).
 //
 //   bench_conv [--threads=N] [--batch=N] [--with_reference] [benchmark flags]
-// Threads default to $PEEL_BENCH_THREADS, else 2. The reference backend (scalar double loops) is
-// only run with --with_reference; it takes seconds per call at batch 128.
-// Counter GFLOP/s = 2*N*O*OH*OW*C*KH*KW per call over real time.
+// Threads: --threads=N, else $PEEL_THREADS, else 2 (bench/bench_threads.h). The reference backend (scalar double loops)
+// is only run with --with_reference; it takes seconds per call at batch 128. Counter GFLOP/s = 2*N*O*OH*OW*C*KH*KW per
+// call over real time.
 #include <benchmark/benchmark.h>
 
-#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "bench/bench_threads.h"
 #include "tensor/conv/conv.h"
 #include "tensor/random.h"
 #include "tensor/threads.h"
@@ -73,29 +73,12 @@ void run_conv(benchmark::State& state, Layer layer, int64_t batch, Direction dir
       benchmark::Counter(flops * 1e-9 * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
 }
 
-// Removes "--name=value" (or "--name") from argv and returns the value ("1" for a bare flag).
-std::string take_flag(int& argc, char** argv, const char* name) {
-  const std::string prefix = std::string("--") + name;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg == prefix || arg.rfind(prefix + "=", 0) == 0) {
-      const std::string value = arg == prefix ? "1" : arg.substr(prefix.size() + 1);
-      for (int j = i; j + 1 < argc; ++j) argv[j] = argv[j + 1];
-      --argc;
-      return value;
-    }
-  }
-  return "";
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string threads = take_flag(argc, argv, "threads");
-  if (threads.empty() && std::getenv("PEEL_BENCH_THREADS") != nullptr) threads = std::getenv("PEEL_BENCH_THREADS");
-  const std::string batch_flag = take_flag(argc, argv, "batch");
-  const bool with_reference = !take_flag(argc, argv, "with_reference").empty();
-  set_num_threads(threads.empty() ? 2 : std::stoi(threads));
+  bench::setup_threads(argc, argv);
+  const std::string batch_flag = bench::take_flag(argc, argv, "batch");
+  const bool with_reference = !bench::take_flag(argc, argv, "with_reference").empty();
   const int64_t batch = batch_flag.empty() ? 128 : std::stoll(batch_flag);
 
   std::vector<ConvBackend> backends = {ConvBackend::kIm2col, ConvBackend::kDirect, ConvBackend::kOneDnn};
@@ -110,11 +93,6 @@ int main(int argc, char** argv) {
             ->UseRealTime()
             ->Unit(benchmark::kMillisecond);
       }
-  benchmark::AddCustomContext("threads", std::to_string(num_threads()));
   benchmark::AddCustomContext("batch", std::to_string(batch));
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return bench::run_benchmarks(argc, argv);
 }

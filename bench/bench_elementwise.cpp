@@ -1,10 +1,12 @@
 // Elementwise ops and reductions in GB/s (bytes read + written per second), next to memcpy on the
-// same sizes: the bandwidth a streaming op can hope for. Threads: PEEL_THREADS (default: all).
+// same sizes: the bandwidth a streaming op can hope for.
+//
+//   bench_elementwise [--threads=N] [benchmark flags]   threads: --threads, else $PEEL_THREADS, else 2
 #include <benchmark/benchmark.h>
 
-#include <cstdlib>
 #include <cstring>
 
+#include "bench/bench_threads.h"
 #include "tensor/ops.h"
 #include "tensor/random.h"
 #include "tensor/threads.h"
@@ -12,15 +14,6 @@
 using namespace peel;
 
 namespace {
-
-void setup_threads() {
-  static bool done = [] {
-    const char* t = std::getenv("PEEL_THREADS");
-    set_num_threads(t ? std::atoi(t) : 0);
-    return true;
-  }();
-  (void)done;
-}
 
 Tensor random_tensor(int64_t n, uint64_t seed) {
   Generator g(seed);
@@ -36,7 +29,6 @@ void set_bytes(benchmark::State& state, int64_t bytes_per_iteration) {
 
 // The reference: one read and one write stream.
 void BM_Memcpy(benchmark::State& state) {
-  setup_threads();
   const int64_t n = state.range(0);
   Tensor a = random_tensor(n, 1), b = Tensor::empty({n});
   for (auto _ : state) {
@@ -48,7 +40,6 @@ void BM_Memcpy(benchmark::State& state) {
 
 // The same copy through peel's in-place kernel (threaded).
 void BM_CopyInto(benchmark::State& state) {
-  setup_threads();
   const int64_t n = state.range(0);
   Tensor a = random_tensor(n, 1), b = Tensor::empty({n});
   for (auto _ : state) {
@@ -59,7 +50,6 @@ void BM_CopyInto(benchmark::State& state) {
 }
 
 void BM_AddInPlace(benchmark::State& state) {  // b += a: two reads, one write
-  setup_threads();
   const int64_t n = state.range(0);
   Tensor a = random_tensor(n, 1), b = random_tensor(n, 2);
   for (auto _ : state) {
@@ -71,7 +61,6 @@ void BM_AddInPlace(benchmark::State& state) {  // b += a: two reads, one write
 
 template <Tensor (*Op)(const Tensor&)>
 void BM_Unary(benchmark::State& state) {  // allocates its result (served by the caching allocator)
-  setup_threads();
   const int64_t n = state.range(0);
   Tensor a = random_tensor(n, 1);
   for (auto _ : state) benchmark::DoNotOptimize(Op(a).data());
@@ -79,7 +68,6 @@ void BM_Unary(benchmark::State& state) {  // allocates its result (served by the
 }
 
 void BM_AddBroadcastRow(benchmark::State& state) {
-  setup_threads();
   const int64_t n = state.range(0);
   Tensor a = random_tensor(n, 1).reshape({n / 128, 128}), row = random_tensor(128, 2);
   for (auto _ : state) benchmark::DoNotOptimize(add(a, row).data());
@@ -87,7 +75,6 @@ void BM_AddBroadcastRow(benchmark::State& state) {
 }
 
 void BM_SumAll(benchmark::State& state) {
-  setup_threads();
   const int64_t n = state.range(0);
   Tensor a = random_tensor(n, 1);
   for (auto _ : state) benchmark::DoNotOptimize(sum(a).item());
@@ -95,7 +82,6 @@ void BM_SumAll(benchmark::State& state) {
 }
 
 void BM_SumRows(benchmark::State& state) {  // (n/1024, 1024) -> (n/1024)
-  setup_threads();
   const int64_t n = state.range(0);
   Tensor a = random_tensor(n, 1).reshape({n / 1024, 1024});
   for (auto _ : state) benchmark::DoNotOptimize(sum(a, {1}).data());
@@ -120,4 +106,4 @@ BENCHMARK(BM_AddBroadcastRow) SIZES;
 BENCHMARK(BM_SumAll) SIZES;
 BENCHMARK(BM_SumRows) SIZES;
 
-BENCHMARK_MAIN();
+PEEL_BENCHMARK_MAIN()

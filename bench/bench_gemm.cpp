@@ -1,7 +1,7 @@
 // GEMM throughput: peel::gemm (the checked cblas_sgemm wrapper) against raw cblas_sgemm, on square
 // matrices and on the GEMMs the im2col convolution backend issues for small_cnn's layers.
 //
-//   bench_gemm [--threads=N] [benchmark flags]      threads: $PEEL_BENCH_THREADS, else 2
+//   bench_gemm [--threads=N] [benchmark flags]      threads: --threads, else $PEEL_THREADS, else 2
 //
 // square/<n>/{peel,cblas}            n x n x n on all threads
 // im2col/<layer>/<dir>/batch/...     the whole batch as one GEMM (P = 128*OH*OW rows), all threads
@@ -10,9 +10,9 @@
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
-#include <cstdlib>
 #include <string>
 
+#include "bench/bench_threads.h"
 #include "tensor/conv/backends.h"
 #include "tensor/linalg.h"
 #include "tensor/random.h"
@@ -57,26 +57,10 @@ void add(const std::string& name, GemmShape s, int blas_threads) {
         ->Unit(benchmark::kMicrosecond);
 }
 
-std::string take_flag(int& argc, char** argv, const char* name) {
-  const std::string prefix = std::string("--") + name + "=";
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg.rfind(prefix, 0) == 0) {
-      for (int j = i; j + 1 < argc; ++j) argv[j] = argv[j + 1];
-      --argc;
-      return arg.substr(prefix.size());
-    }
-  }
-  return "";
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string threads = take_flag(argc, argv, "threads");
-  if (threads.empty() && std::getenv("PEEL_BENCH_THREADS") != nullptr) threads = std::getenv("PEEL_BENCH_THREADS");
-  set_num_threads(threads.empty() ? 2 : std::stoi(threads));
-  const int all = num_threads();
+  const int all = bench::setup_threads(argc, argv);
 
   for (int64_t n = 128; n <= 2048; n *= 2) add("square/" + std::to_string(n), {false, false, n, n, n}, all);
 
@@ -102,10 +86,5 @@ int main(int argc, char** argv) {
       add("im2col/" + layer + "/bwd_weights" + suffix, {true, false, l.O, K, P}, blas_threads);
     }
   }
-  benchmark::AddCustomContext("threads", std::to_string(all));
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return bench::run_benchmarks(argc, argv);
 }

@@ -3,10 +3,14 @@
 // 3000 images/s on this machine, so the loader must deliver >= 60000 images/s).
 //
 //   ./bench_loader --benchmark_counters_tabular=true
+//
+//   bench_loader [--threads=N] [benchmark flags]   threads (for peel's loops; the loader has its own
+//   worker): --threads, else $PEEL_THREADS, else 2 (bench/bench_threads.h)
 #include <benchmark/benchmark.h>
 
 #include <memory>
 
+#include "bench/bench_threads.h"
 #include "datasets/loader.h"
 #include "datasets/synthetic.h"
 
@@ -83,4 +87,4 @@ BENCHMARK(BM_MakeBatchMnistLike)->UseRealTime();
 
 }  // namespace
 
-BENCHMARK_MAIN();
+PEEL_BENCHMARK_MAIN()

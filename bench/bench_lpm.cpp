@@ -1,7 +1,10 @@
 // Layer-Peeled Model solvers: one SDP solve, one nonconvex solve, one projection, and the whole
 // 41-point sweep of Fang et al.'s grid (the budget: under 10 s on this machine).
+//
+//   bench_lpm [--threads=N] [benchmark flags]   threads: --threads, else $PEEL_THREADS, else 2
 #include <benchmark/benchmark.h>
 
+#include "bench/bench_threads.h"
 #include "experiments/lpm/lpm.h"
 #include "tensor/random.h"
 
@@ -65,4 +68,4 @@ BENCHMARK(BM_LpmSweep41)->ArgName("refine")->Arg(0)->Arg(1)->Unit(benchmark::kMi
 
 }  // namespace
 
-BENCHMARK_MAIN();
+PEEL_BENCHMARK_MAIN()

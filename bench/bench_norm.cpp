@@ -6,7 +6,9 @@
 // the small_cnn shapes at batch 2 and 128, and WS / WN over all of small_cnn's conv weights.
 //
 // Run: build/bench/bench_norm [--benchmark_filter=...]
-// Argument order: C, H (= W), channels_last (1/0), threads; for the layers: layer, C, H, N, threads.
+// Argument order: C, H (= W), channels_last (1/0), threads: each case runs at 1 and 2 threads (its
+// last argument); --threads=N, else $PEEL_THREADS, else 2 (bench/bench_threads.h) is the count
+// the program starts with.
 // bytes_per_second counts the memory passes the kernels make over the activations:
 //   batch norm: forward reads x twice (statistics, normalise) and writes y; backward reads
 //     grad_y, x and y twice (sums, then dx) and writes dx: 10 activation-sized passes in all.
@@ -14,8 +16,10 @@
 //     grad_y and argmax and writes grad_x (1/4 + 1/4 + 1): 3.5 input-sized passes in all.
 #include <benchmark/benchmark.h>
 
+#include "bench/bench_threads.h"
 #include "nn/normalization.h"
-#include "tensor/kernels/kernels.h"
+#include "tensor/kernels/norm.h"
+#include "tensor/kernels/pool.h"
 #include "tensor/random.h"
 #include "tensor/threads.h"
 
@@ -192,4 +196,4 @@ BENCHMARK(BM_WeightReparamSmallCnn)
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 
-BENCHMARK_MAIN();
+PEEL_BENCHMARK_MAIN()

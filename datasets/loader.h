@@ -83,7 +83,7 @@ class Loader {
     std::exception_ptr error;
   };
   void stop_worker();
-  void produce(std::vector<int64_t> order, int64_t epoch, int64_t first_batch);
+  void produce(const std::vector<int64_t>& order, int64_t epoch, int64_t first_batch);
   void push(Item item);
   std::span<const int64_t> batch_indices(const std::vector<int64_t>& order, int64_t b) const;
 

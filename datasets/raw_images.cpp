@@ -63,9 +63,10 @@ Taps bilinear_taps(int in_size, int out_size) {
   for (int xx = 0; xx < out_size; ++xx) {
     const double center = (xx + 0.5) * scale;
     const double ss = 1.0 / filterscale;
-    int xmin = static_cast<int>(center - support + 0.5);
+    // (int)(x + 0.5) exactly as Resample.c computes it, so that the taps match Pillow's bit for bit.
+    int xmin = static_cast<int>(center - support + 0.5);  // NOLINT(bugprone-incorrect-roundings): as Pillow
     xmin = std::max(xmin, 0);
-    int xmax = static_cast<int>(center + support + 0.5);
+    int xmax = static_cast<int>(center + support + 0.5);  // NOLINT(bugprone-incorrect-roundings): as Pillow
     xmax = std::min(xmax, in_size) - xmin;
     double ww = 0.0;
     for (int x = 0; x < xmax; ++x) {

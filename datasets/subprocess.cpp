@@ -10,8 +10,6 @@
 
 #include "tensor/error.h"
 
-extern char** environ;
-
 namespace peel::data {
 
 ProcessResult run_process(const std::vector<std::string>& argv) {

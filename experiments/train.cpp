@@ -53,7 +53,10 @@ json run_training(const TrainConfig& c, const RunOptions& options) {
                                .width = c.width,
                                .classes = data.train.num_classes,
                                .in_channels = data.train.channels(),
-                               .seed = c.seed});
+                               .seed = c.seed,
+                               .norm = c.norm,
+                               .bcn_batch_part = c.bcn_batch_part,
+                               .estbn_moving_speed = static_cast<float>(c.estbn_moving_speed)});
   auto loss_of = [&](const ag::Variable& logits, const std::vector<int64_t>& labels) {
     return c.loss == Loss::cross_entropy ? nn::cross_entropy(logits, labels, class_weights)
                                          : nn::mse_loss(logits, labels, static_cast<float>(c.mse_target_scale),

@@ -6,7 +6,7 @@
 
 #include "autograd/functional.h"
 #include "tensor/conv/conv.h"
-#include "tensor/kernels/kernels.h"
+#include "tensor/kernels/pool.h"
 #include "tensor/random.h"
 
 namespace peel::nn {

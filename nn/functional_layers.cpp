@@ -1,6 +1,7 @@
 // Layer ops: forward, then backward, side by side. The heavy lifting is in tensor/ kernels.
 #include "nn/functional.h"
 #include "tensor/error.h"
+#include "tensor/kernels/norm.h"
 #include "tensor/linalg.h"
 #include "tensor/random.h"
 

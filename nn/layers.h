@@ -47,7 +47,7 @@ class Linear : public WeightedLayer {
 
 class Conv2d : public WeightedLayer {
  public:
-  // Kaiming-normal weights (fan-out, ReLU gain), as reference-models.md specifies; zero bias.
+  // Kaiming-normal weights (fan-out, ReLU gain), as docs/reference-models.md specifies; zero bias.
   Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride = 1, int64_t padding = 0,
          bool bias = true, int64_t dilation = 1, WeightReparam reparam = WeightReparam::none);
   Variable forward(const Variable& x) override;

@@ -1,4 +1,4 @@
-// The reference models of shared/reference-models.md, with PyTorch's parameter names.
+// The reference models of docs/reference-models.md, with PyTorch's parameter names.
 //
 // Every model is a Network: features(x) gives the penultimate features h (what collapse metrics
 // measure) and classifier() is the last linear layer (W, b), so forward(x) = classifier(h).

@@ -202,7 +202,8 @@ MatrixD pinv_symmetric(const MatrixD& s, int64_t rank, double rcond) {
   return p;
 }
 
-int64_t numerical_rank(const std::vector<double>& sv, int64_t rows, int64_t cols, double tol) {
+int64_t numerical_rank(const std::vector<double>& singular_values_desc, int64_t rows, int64_t cols, double tol) {
+  const std::vector<double>& sv = singular_values_desc;
   if (sv.empty()) return 0;
   const double threshold =
       tol >= 0 ? tol * sv.front()

@@ -1,4 +1,4 @@
-// `peel bench train-step`: the standard training step of shared/reference-models.md (batch of
+// `peel bench train-step`: the standard training step of docs/reference-models.md (batch of
 // random images and labels, forward, mean cross-entropy, backward, SGD with momentum 0.9 and
 // weight decay 5e-4, train mode), timed after warm-up. The last line is one JSON object.
 #include <fmt/format.h>

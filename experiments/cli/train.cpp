@@ -24,6 +24,14 @@ void add_train_options(CLI::App* cmd, TrainConfig& c) {
       ->check(CLI::Range(0.01, 8.0))
       ->capture_default_str()
       ->group(kSettings);
+  add_enum_option(cmd, "--norm", c.norm, "Normalisation after each convolution (docs/normalization.md)")
+      ->group(kSettings);
+  add_enum_option(cmd, "--bcn-batch-part", c.bcn_batch_part, "bcn+ws: batch (BN) | estimated (EstBN, micro-batches)")
+      ->group(kSettings);
+  cmd->add_option("--estbn-moving-speed", c.estbn_moving_speed, "EstBN's moving speed r")
+      ->check(CLI::Range(1e-6, 1.0))
+      ->capture_default_str()
+      ->group(kSettings);
   add_enum_option(cmd, "--loss", c.loss, "ce (cross-entropy) | mse (square loss on one-hot targets)")->group(kSettings);
   cmd->add_option("--mse-target-scale", c.mse_target_scale, "Square loss: target = scale * one-hot")
       ->capture_default_str()

@@ -32,6 +32,8 @@ void check_config(const TrainConfig& c) {
   PEEL_CHECK(c.loss == Loss::cross_entropy || c.class_weights == ClassWeights::none,
              "class_weights applies to the cross-entropy loss only");
   PEEL_CHECK(c.lr > 0 && std::isfinite(c.lr), "lr must be positive, got {}", c.lr);
+  PEEL_CHECK(c.estbn_moving_speed > 0 && c.estbn_moving_speed <= 1, "estbn_moving_speed must be in (0, 1], got {}",
+             c.estbn_moving_speed);
 }
 
 std::vector<int64_t> effective_milestones(const TrainConfig& c) {

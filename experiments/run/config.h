@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "experiments/collapse/collapse.h"
+#include "nn/models.h"
 #include "tensor/conv/conv.h"
 
 namespace peel {
@@ -44,6 +45,19 @@ NLOHMANN_JSON_SERIALIZE_ENUM(ConvBackend, {{ConvBackend::kDirect, "direct"},
                                            {ConvBackend::kOneDnn, "onednn"},
                                            {ConvBackend::kReference, "reference"}})
 
+namespace nn {
+// The normalisations of nn/models.h under the names --norm and config.json use.
+NLOHMANN_JSON_SERIALIZE_ENUM(Norm, {{Norm::bn, "bn"},
+                                    {Norm::gn, "gn"},
+                                    {Norm::ln, "ln"},
+                                    {Norm::gn_ws, "gn+ws"},
+                                    {Norm::bcn_ws, "bcn+ws"},
+                                    {Norm::frn, "frn"},
+                                    {Norm::wn, "wn"},
+                                    {Norm::none, "none"}})
+NLOHMANN_JSON_SERIALIZE_ENUM(BcnBatchPart, {{BcnBatchPart::batch, "batch"}, {BcnBatchPart::estimated, "estimated"}})
+}  // namespace nn
+
 // The JSON names of an enum's values, in declaration order, for the command line's transformers.
 // (nlohmann maps a value past the last one to the table's first name, a repeat, which ends the walk.)
 template <class E>
@@ -71,6 +85,9 @@ struct TrainConfig {
   // Model and loss
   std::string model = "small_cnn";  // nn::model_names()
   double width = 1.0;
+  nn::Norm norm = nn::Norm::bn;                               // the reference models' batch norm unless asked otherwise
+  nn::BcnBatchPart bcn_batch_part = nn::BcnBatchPart::batch;  // bcn+ws: BN, or EstBN for micro-batches
+  double estbn_moving_speed = 0.01;  // EstBN's r (nn::kDefaultEstbnMovingSpeed); bcn+ws with estimated
   Loss loss = Loss::cross_entropy;
   double mse_target_scale = 1, mse_loss_scale = 1;
   // Mitigation
@@ -96,10 +113,11 @@ struct TrainConfig {
   ConvBackend conv_backend = default_conv_backend();
 };
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(TrainConfig, dataset, data_dir, majority_classes, n_major, ratio,
-                                                test_limit, augment, model, width, loss, mse_target_scale,
-                                                mse_loss_scale, sampler, oversample_factor, class_weights, lr, schedule,
-                                                milestones, warmup_epochs, epochs, batch, momentum, weight_decay,
-                                                metrics_every, global_mean, seed, threads, conv_backend)
+                                                test_limit, augment, model, width, norm, bcn_batch_part,
+                                                estbn_moving_speed, loss, mse_target_scale, mse_loss_scale, sampler,
+                                                oversample_factor, class_weights, lr, schedule, milestones,
+                                                warmup_epochs, epochs, batch, momentum, weight_decay, metrics_every,
+                                                global_mean, seed, threads, conv_backend)
 
 // Throws naming the first setting that makes no sense (or that no choice offers).
 void check_config(const TrainConfig& config);

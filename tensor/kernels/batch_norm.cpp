@@ -5,13 +5,13 @@
 #include <cmath>
 
 #include "tensor/error.h"
-#include "tensor/kernels/kernels.h"
+#include "tensor/kernels/norm.h"
 #include "tensor/kernels/norm_detail.h"
 #include "tensor/threads.h"
 
 namespace peel {
 
-using namespace nn_detail;
+using namespace kernels_detail;
 
 namespace {
 

@@ -1,16 +1,16 @@
 #include "tensor/kernels/norm_detail.h"
 
 #include <algorithm>
-#include <cstring>
 #include <type_traits>
 #include <utility>
 
 #include "tensor/error.h"
+#include "tensor/simd/vector.h"
 
 // Reductions use GCC vector types (8 floats widened to 8 doubles) with one accumulator per lane, so
 // the order of additions is fixed by the code, not by the compiler or the thread count. The
 // elementwise passes are plain loops for the auto-vectoriser (this file gets -march=native).
-namespace peel::nn_detail {
+namespace peel::kernels_detail {
 
 ChannelLayout channel_layout(const Tensor& x, const char* op) {
   PEEL_CHECK(x.defined(), "{}: input is undefined", op);
@@ -79,26 +79,14 @@ RowBlocking row_blocking(int64_t rows, int64_t C) {
 
 namespace {
 
-// GCC vector extensions: 8 floats widened to 8 doubles. The reductions are written with them
+// 8 floats widened to 8 doubles (tensor/simd/vector.h). The reductions are written with these
 // because the auto-vectoriser turns the masked (ReLU) variants into branches.
-using vf8 = float __attribute__((vector_size(32)));
-using vd8 = double __attribute__((vector_size(64)));
+using vf8 = simd::Vector<float, 8>;
+using vd8 = simd::Vector<double, 8>;
+using simd::load;
 
-inline vf8 load8(const float* p) {
-  vf8 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-inline vd8 load8(const double* p) {
-  vd8 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-inline void add_to(double* p, vd8 v) {
-  const vd8 sum = load8(p) + v;
-  std::memcpy(p, &sum, sizeof sum);
-}
-inline vd8 widen(vf8 v) { return __builtin_convertvector(v, vd8); }
+inline void add_to(double* p, vd8 v) { simd::store(p, load<vd8>(p) + v); }
+inline vd8 widen(vf8 v) { return simd::convert<vd8>(v); }
 inline double lane_sum(vd8 v) {
   double t = 0;
   for (int l = 0; l < 8; ++l) t += v[l];
@@ -108,8 +96,8 @@ inline double lane_sum(vd8 v) {
 // g' = (mask && y <= 0) ? 0 : g, as PyTorch's threshold_backward (a NaN y lets g through).
 template <bool kMask>
 inline vf8 masked8(const float* g, const float* y, int64_t i) {
-  vf8 gv = load8(g + i);
-  if constexpr (kMask) gv = load8(y + i) <= vf8{} ? vf8{} : gv;
+  vf8 gv = load<vf8>(g + i);
+  if constexpr (kMask) gv = load<vf8>(y + i) <= vf8{} ? vf8{} : gv;
   return gv;
 }
 template <bool kMask>
@@ -124,7 +112,7 @@ struct ShiftedTerms {
   template <bool kVec>
   auto operator()(int64_t i, std::conditional_t<kVec, vd8, double> k) const {
     if constexpr (kVec) {
-      const vd8 d = widen(load8(x + i)) - k;
+      const vd8 d = widen(load<vf8>(x + i)) - k;
       return std::pair{d, d * d};
     } else {
       const double d = static_cast<double>(x[i]) - k;
@@ -140,7 +128,7 @@ struct GradTerms {
   auto operator()(int64_t i, std::conditional_t<kVec, vd8, double> k) const {
     if constexpr (kVec) {
       const vd8 gm = widen(masked8<kMask>(g, y, i));
-      return std::pair{gm, gm * (widen(load8(x + i)) - k)};
+      return std::pair{gm, gm * (widen(load<vf8>(x + i)) - k)};
     } else {
       const double gm = masked1<kMask>(g, y, i);
       return std::pair{gm, gm * (static_cast<double>(x[i]) - k)};
@@ -155,7 +143,7 @@ void rows_sums(const Terms& terms, int64_t rows, int64_t C, int64_t c0, int64_t 
                double* __restrict s1, double* __restrict s2) {
   int64_t c = c0;
   for (; c + 32 <= c1; c += 32) {
-    const vd8 k0 = load8(k + c), k1 = load8(k + c + 8), k2 = load8(k + c + 16), k3 = load8(k + c + 24);
+    const vd8 k0 = load<vd8>(k + c), k1 = load<vd8>(k + c + 8), k2 = load<vd8>(k + c + 16), k3 = load<vd8>(k + c + 24);
     vd8 a0{}, a1{}, a2{}, a3{}, b0{}, b1{}, b2{}, b3{};
     for (int64_t r = 0, i = c; r < rows; ++r, i += C) {
       const auto [u0, v0] = terms.template operator()<true>(i, k0);
@@ -181,7 +169,7 @@ void rows_sums(const Terms& terms, int64_t rows, int64_t C, int64_t c0, int64_t 
     add_to(s2 + c + 24, b3);
   }
   for (; c + 16 <= c1; c += 16) {
-    const vd8 k0 = load8(k + c), k1 = load8(k + c + 8);
+    const vd8 k0 = load<vd8>(k + c), k1 = load<vd8>(k + c + 8);
     vd8 a0{}, a1{}, b0{}, b1{};
     for (int64_t r = 0, i = c; r < rows; ++r, i += C) {
       const auto [u0, v0] = terms.template operator()<true>(i, k0);
@@ -197,7 +185,7 @@ void rows_sums(const Terms& terms, int64_t rows, int64_t C, int64_t c0, int64_t 
     add_to(s2 + c + 8, b1);
   }
   for (; c + 8 <= c1; c += 8) {
-    const vd8 k0 = load8(k + c);
+    const vd8 k0 = load<vd8>(k + c);
     vd8 a0{}, b0{};
     for (int64_t r = 0, i = c; r < rows; ++r, i += C) {
       const auto [u0, v0] = terms.template operator()<true>(i, k0);
@@ -337,4 +325,4 @@ void plane_input_grad(const float* g, const float* x, const float* y, bool mask,
   plane_input_grad_impl<false>(g, x, y, dx, S, A, B, center, K);
 }
 
-}  // namespace peel::nn_detail
+}  // namespace peel::kernels_detail

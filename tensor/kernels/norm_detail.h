@@ -1,18 +1,26 @@
-// Shared pieces of the normalisation kernels (kernels/batch_norm.cpp, kernels/group_norm.cpp): the two memory
-// forms they run on, and the inner loops over them. Internal to tensor/; not part of the API.
+// Shared pieces of the normalisation kernels (kernels/batch_norm.cpp, kernels/group_norm.cpp): the
+// two memory forms they run on, and the inner loops over them. Internal to tensor/ (namespace
+// peel::kernels_detail); not part of the API, which is kernels/norm.h.
 //
 // Every normalisation sees its input as (N, C, S) with S = H*W (1 for an (N, C) input), stored in
 // one of two forms:
 //   rows    element (n, c, s) at (n*S + s)*C + c   channels-last (N,H,W,C) memory, or (N, C)
 //   planes  element (n, c, s) at (n*C + c)*S + s   contiguous NCHW memory
 // Other layouts are copied to the planes form first.
+//
+// A new normalisation kernel (a new file in tensor/kernels/, declared in kernels/norm.h) follows
+// batch_norm.cpp: channel_layout() and to_layout() for its operands, check_channel_vector() for
+// per-channel parameters, *_shifted_sums() for its statistics (in double, around a shift near the
+// mean), *_affine() for the normalised output, backward_operands(), *_grad_sums() and
+// *_input_grad() for the backward. Blocking the reductions with row_blocking() and adding the
+// partial sums in block order keeps results independent of the thread count.
 #pragma once
 
 #include <cstdint>
 
 #include "tensor/tensor.h"
 
-namespace peel::nn_detail {
+namespace peel::kernels_detail {
 
 struct ChannelLayout {
   bool rows = false;
@@ -84,4 +92,4 @@ void rows_input_grad(const float* g, const float* x, const float* y, bool mask, 
 void plane_input_grad(const float* g, const float* x, const float* y, bool mask, float* dx, int64_t S, float A, float B,
                       float center, float K);
 
-}  // namespace peel::nn_detail
+}  // namespace peel::kernels_detail

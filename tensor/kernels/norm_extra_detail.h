@@ -15,7 +15,7 @@
 namespace peel::norm_extra_detail {
 
 // The existing norm kernels' helpers: the one place that names their namespace.
-namespace shared = ::peel::nn_detail;
+namespace shared = ::peel::kernels_detail;
 using shared::ChannelLayout;
 using shared::RowBlocking;
 

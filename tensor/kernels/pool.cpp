@@ -1,14 +1,15 @@
 // Max, average and global average pooling, forward and backward, on channels-last or NCHW memory.
 // Each output is computed by one thread from its own window, and each backward task owns whole
 // (n) blocks or (n, c) planes of the input gradient, so results do not depend on threads.
+#include "tensor/kernels/pool.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <cstring>
 #include <limits>
 
 #include "tensor/error.h"
-#include "tensor/kernels/kernels.h"
+#include "tensor/simd/vector.h"
 #include "tensor/threads.h"
 
 namespace peel {
@@ -17,15 +18,9 @@ namespace {
 
 constexpr int64_t kElementsPerTask = 16384;
 
-// GCC vector extensions for the channels-last max pool: 16 channels per register.
-using vf16 = float __attribute__((vector_size(64)));
-using vi16 = int32_t __attribute__((vector_size(64)));
-inline vf16 load16(const float* p) {
-  vf16 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-inline void store16(float* p, vf16 v) { std::memcpy(p, &v, sizeof v); }
+// The channels-last max pool works on 16 channels per vector.
+using vf16 = simd::Vector<float, 16>;
+using vi16 = simd::Vector<int32_t, 16>;
 
 struct PoolShape {
   int64_t N, C, H, W, OH, OW;
@@ -100,17 +95,17 @@ Tensor max_pool2d_forward(const Tensor& x, const Pool2dGeometry& g, std::vector<
                        const int32_t first = static_cast<int32_t>(w.h0 * W + w.w0);
                        int64_t c = 0;
                        for (; c + 16 <= C; c += 16) {
-                         vf16 best = vf16{} + kNegInf;
-                         vi16 idx = vi16{} + first;
+                         vf16 best = simd::splat<vf16>(kNegInf);
+                         vi16 idx = simd::splat<vi16>(first);
                          for (int64_t ih = w.h0; ih < w.h1; ++ih)
                            for (int64_t iw = w.w0; iw < w.w1; ++iw) {
-                             const vf16 v = load16(xn + (ih * W + iw) * C + c);
+                             const vf16 v = simd::load<vf16>(xn + (ih * W + iw) * C + c);
                              // Strictly greater keeps the first maximum; a NaN always takes over.
                              const vi16 take = (v > best) | (v != v);
                              best = take ? v : best;
-                             idx = take ? (vi16{} + static_cast<int32_t>(ih * W + iw)) : idx;
+                             idx = take ? simd::splat<vi16>(static_cast<int32_t>(ih * W + iw)) : idx;
                            }
-                         store16(yo + c, best);
+                         simd::store(yo + c, best);
                          for (int l = 0; l < 16; ++l) io[(c + l) * OH * OW] = idx[l];
                        }
                        for (; c < C; ++c) {

@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "tensor/simd/kernels.h"
+#include "tensor/simd/vector.h"
 
 #ifndef PEEL_SIMD_WIDTH
 #error "define PEEL_SIMD_WIDTH before including kernels.inl"
@@ -19,26 +20,13 @@ namespace peel::simd::PEEL_SIMD_NAMESPACE {
 namespace {
 
 constexpr int W = PEEL_SIMD_WIDTH;
-typedef float vf __attribute__((vector_size(W * 4)));
-typedef int32_t vi __attribute__((vector_size(W * 4)));
+using vf = Vector<float, W>;
+using vi = Vector<int32_t, W>;
 
-inline vf splat(float v) { return vf{} + v; }
-inline vf load(const float* p) {
-  vf v;
-  __builtin_memcpy(&v, p, sizeof v);
-  return v;
-}
-inline void store(float* p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
-inline vf as_float(vi v) {
-  vf f;
-  __builtin_memcpy(&f, &v, sizeof f);
-  return f;
-}
-inline vi as_int(vf v) {
-  vi i;
-  __builtin_memcpy(&i, &v, sizeof i);
-  return i;
-}
+// Shorthands of tensor/simd/vector.h's helpers at this file's one width.
+inline vf splat(float v) { return simd::splat<vf>(v); }
+inline vf as_float(vi v) { return bit_cast<vf>(v); }
+inline vi as_int(vf v) { return bit_cast<vi>(v); }
 inline vf vmax(vf a, vf b) { return a > b ? a : b; }  // NaN in a: returns b; callers guard
 inline vf vmin(vf a, vf b) { return a < b ? a : b; }
 inline vf select(vi mask, vf a, vf b) { return mask ? a : b; }
@@ -46,7 +34,7 @@ inline vf vabs(vf x) { return as_float(as_int(x) & 0x7fffffff); }
 
 // Reads W elements (or fewer, zero padded) of a strided operand into a vector.
 inline vf gather(const float* p, int64_t stride, int count) {
-  if (stride == 1 && count == W) return load(p);
+  if (stride == 1 && count == W) return load<vf>(p);
   if (stride == 0) return splat(*p);
   vf v = {};
   for (int i = 0; i < count; ++i) v[i] = p[i * stride];
@@ -77,7 +65,7 @@ inline vf v_exp(vf x) {
   y = y * r + 1.6666665459e-1f;
   y = y * r + 5.0000001201e-1f;
   y = y * z + r + 1.f;
-  const vi pow2 = (__builtin_convertvector(n, vi) + 127) << 23;
+  const vi pow2 = (convert<vi>(n) + 127) << 23;
   y = y * as_float(pow2);
   y = select(too_small, splat(0.f), y);
   y = select(too_large, splat(__builtin_inff()), y);
@@ -96,7 +84,7 @@ inline vf v_log(vf x) {
   e = e - (denormal & 23);
   vf m = as_float((bits & 0x807fffff) | 0x3f000000);  // mantissa in [0.5, 1)
   const vi small = m < 0.707106781186547524f;
-  vf ef = __builtin_convertvector(e, vf) - select(small, splat(1.f), splat(0.f));
+  vf ef = convert<vf>(e) - select(small, splat(1.f), splat(0.f));
   m = select(small, m + m - 1.f, m - 1.f);
   const vf z = m * m;
   vf y = splat(7.0376836292e-2f);
@@ -247,7 +235,7 @@ inline vf apply_binary(BinaryOp op, vf a, vf b) {
 void unary(UnaryOp op, int64_t n, const float* x, int64_t sx, float* y, int64_t sy, float p0, float p1) {
   int64_t i = 0;
   if (sx == 1 && sy == 1) {
-    for (; i + W <= n; i += W) store(y + i, apply_unary(op, load(x + i), p0, p1));
+    for (; i + W <= n; i += W) store(y + i, apply_unary(op, load<vf>(x + i), p0, p1));
   }
   for (; i < n; i += W) {
     const int count = static_cast<int>(n - i < W ? n - i : W);
@@ -259,7 +247,7 @@ void binary(BinaryOp op, int64_t n, const float* a, int64_t sa, const float* b, 
   int64_t i = 0;
   if (sy == 1 && (sa == 1 || sa == 0) && (sb == 1 || sb == 0)) {
     const vf a0 = splat(*a), b0 = splat(*b);
-    for (; i + W <= n; i += W) store(y + i, apply_binary(op, sa ? load(a + i) : a0, sb ? load(b + i) : b0));
+    for (; i + W <= n; i += W) store(y + i, apply_binary(op, sa ? load<vf>(a + i) : a0, sb ? load<vf>(b + i) : b0));
   }
   for (; i < n; i += W) {
     const int count = static_cast<int>(n - i < W ? n - i : W);
@@ -279,7 +267,7 @@ void where(int64_t n, const float* c, int64_t sc, const float* a, int64_t sa, co
 void axpy(int64_t n, float alpha, const float* x, int64_t sx, float* y, int64_t sy) {
   int64_t i = 0;
   if (sx == 1 && sy == 1) {
-    for (; i + W <= n; i += W) store(y + i, load(y + i) + alpha * load(x + i));
+    for (; i + W <= n; i += W) store(y + i, load<vf>(y + i) + alpha * load<vf>(x + i));
   }
   for (; i < n; i += W) {
     const int count = static_cast<int>(n - i < W ? n - i : W);
@@ -313,10 +301,10 @@ float reduce(ReduceOp op, int64_t n, const float* x, int64_t sx) {
   int64_t i = 0;
   if (sx == 1) {
     for (; i + 4 * W <= n; i += 4 * W) {
-      acc0 = combine(op, acc0, load(x + i));
-      acc1 = combine(op, acc1, load(x + i + W));
-      acc2 = combine(op, acc2, load(x + i + 2 * W));
-      acc3 = combine(op, acc3, load(x + i + 3 * W));
+      acc0 = combine(op, acc0, load<vf>(x + i));
+      acc1 = combine(op, acc1, load<vf>(x + i + W));
+      acc2 = combine(op, acc2, load<vf>(x + i + 2 * W));
+      acc3 = combine(op, acc3, load<vf>(x + i + 3 * W));
     }
   }
   for (; i < n; i += W) {
@@ -334,7 +322,7 @@ float sum_squared_deviation(int64_t n, const float* x, int64_t sx, float mean) {
   int64_t i = 0;
   if (sx == 1) {
     for (; i + 2 * W <= n; i += 2 * W) {
-      const vf d0 = load(x + i) - m, d1 = load(x + i + W) - m;
+      const vf d0 = load<vf>(x + i) - m, d1 = load<vf>(x + i + W) - m;
       acc0 += d0 * d0;
       acc1 += d1 * d1;
     }

@@ -1,9 +1,13 @@
 // Every differentiable op against central finite differences.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <cmath>
 
 #include "autograd/functional.h"
 #include "autograd/gradcheck.h"
 #include "tensor/random.h"
+#include "tests/support/gradcheck.h"
 
 using namespace peel;
 using namespace peel::ag;
@@ -21,14 +25,6 @@ Tensor away_from_zero(const Shape& s, uint64_t seed) {
   Tensor sign = rand_t(s, seed + 99);
   return where(gt(sign, Tensor::scalar(0.f)), t, neg(t));
 }
-
-// A function (not a macro body) so that lambdas with commas pass through the macro intact.
-template <class F, class... T>
-void expect_gradcheck(const char* where, F f, T... inputs) {
-  GradcheckResult r = gradcheck(f, std::vector<Tensor>{inputs...});
-  EXPECT_TRUE(r.ok) << where << ": " << r.message;
-}
-#define EXPECT_GRADCHECK(...) expect_gradcheck(__FILE__ ":" GTEST_STRINGIFY_(__LINE__), __VA_ARGS__)
 
 using Vars = std::vector<Variable>;
 
@@ -184,4 +180,81 @@ TEST(Gradcheck, DiamondGraph) {
         return sum(mul(h, sigmoid(h)), {1});
       },
       rand_t({3, 4}, 1), rand_t({4, 2}, 2));
+}
+
+// ---- The checker catches a wrong backward, and its options do what they say ---------------------
+
+namespace {
+
+// y = 3x, whose backward returns `factor` times the true gradient 3 * grad_y: a deliberately
+// wrong op for the canaries below (factor 1 is the correct op).
+Variable triple_with_backward_times(const Variable& x, float factor) {
+  return make_result(x.value() * 3.f, {x}, "triple_wrongly",
+                     [factor](const Tensor& g, const std::vector<bool>&) { return Grads{g * (3.f * factor)}; });
+}
+
+}  // namespace
+
+TEST(GradcheckCanary, CorrectBackwardPasses) {
+  const GradcheckResult r =
+      gradcheck([](const Vars& v) { return triple_with_backward_times(v[0], 1.f); }, {rand_t({2, 3}, 1)});
+  EXPECT_TRUE(r.ok) << r.message;
+  EXPECT_EQ(r.checked, 6);
+}
+
+TEST(GradcheckCanary, BackwardOffByAFactorFailsNamingInputAndElement) {
+  // Input 0 is correct; input 1 goes through the op whose gradient is twice too large.
+  const GradcheckResult r = gradcheck([](const Vars& v) { return add(v[0], triple_with_backward_times(v[1], 2.f)); },
+                                      {rand_t({2, 3}, 1), rand_t({2, 3}, 2)});
+  EXPECT_FALSE(r.ok);
+  EXPECT_THAT(r.message, ::testing::HasSubstr("input 1 element 0"));
+  EXPECT_GT(r.max_abs_error, 0.1);
+}
+
+TEST(GradcheckCanary, BackwardWithTheWrongSignFails) {
+  const GradcheckResult r =
+      gradcheck([](const Vars& v) { return triple_with_backward_times(v[0], -1.f); }, {rand_t({4}, 3)});
+  EXPECT_FALSE(r.ok);
+  EXPECT_THAT(r.message, ::testing::AllOf(::testing::HasSubstr("input 0 element 0"), ::testing::HasSubstr("analytic")));
+}
+
+TEST(GradcheckOptions, SkipLeavesOutPointsAtAKink) {
+  // ReLU at exactly 0: the central difference is 1/2, the backward gives 0, so the check fails
+  // there unless that element is skipped.
+  const Tensor x = Tensor::from_vector({-0.5f, 0.f, 0.5f, 0.7f}, {4});
+  auto f = [](const Vars& v) { return relu(v[0]); };
+  const GradcheckResult unskipped = gradcheck(f, {x});
+  EXPECT_FALSE(unskipped.ok);
+  EXPECT_THAT(unskipped.message, ::testing::HasSubstr("input 0 element 1"));
+  GradcheckOptions options;
+  options.skip = [&](size_t input, int64_t element) { return std::abs(x.data()[element]) < options.eps && input == 0; };
+  const GradcheckResult skipped = gradcheck(f, {x}, options);
+  EXPECT_TRUE(skipped.ok) << skipped.message;
+  EXPECT_EQ(skipped.checked, 3);
+}
+
+TEST(GradcheckOptions, MaxElementsPerInputChecksASpreadSubset) {
+  GradcheckOptions options;
+  options.max_elements_per_input = 10;
+  const GradcheckResult r = gradcheck(
+      [](const Vars& v) {
+        return concat({square(v[0]), square(v[1])}, 0);
+      },
+      {rand_t({100}, 1), rand_t({7}, 2)}, options);
+  EXPECT_TRUE(r.ok) << r.message;
+  EXPECT_EQ(r.checked, 10 + 7);  // every 10th of the 100, all 7 of the small input
+}
+
+TEST(GradcheckOptions, ChannelsLastInputsReachTheFunctionChannelsLast) {
+  int calls = 0, channels_last_calls = 0;
+  const GradcheckResult r = gradcheck(
+      [&](const Vars& v) {
+        ++calls;
+        if (v[0].value().is_channels_last()) ++channels_last_calls;
+        return v[0] * 2.f;
+      },
+      {rand_t({2, 3, 2, 2}, 1).channels_last()});
+  EXPECT_TRUE(r.ok) << r.message;
+  EXPECT_GT(calls, 0);
+  EXPECT_EQ(channels_last_calls, calls);
 }

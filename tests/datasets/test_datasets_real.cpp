@@ -21,9 +21,13 @@ std::string data_dir() {
   return env && *env ? std::string(env) : std::string(PEEL_SOURCE_DIR) + "/data";
 }
 
-#define REQUIRE_FETCHED(name)                 \
-  if (!dataset_is_complete(name, data_dir())) \
-  GTEST_SKIP() << name << " not fetched into " << data_dir() << " (run `peel fetch all`)"
+// A statement of its own (safe after an unbraced if, no dangling else), skipping the test when
+// the data set is absent.
+#define REQUIRE_FETCHED(name)                                                                    \
+  do {                                                                                           \
+    if (!dataset_is_complete((name), data_dir()))                                                \
+      GTEST_SKIP() << (name) << " not fetched into " << data_dir() << " (run `peel fetch all`)"; \
+  } while (false)
 
 // Mean and (population) standard deviation of all values.
 std::pair<double, double> moments(const Tensor& t) {

@@ -6,11 +6,11 @@
 #include "autograd/gradcheck.h"
 #include "nn/normalization.h"
 #include "tensor/random.h"
-#include "tests/support/gradcheck_test.h"
+#include "tests/support/gradcheck.h"
 
 using namespace peel;
 using namespace peel::ag;
-using namespace peel::gradcheck_test;
+using peel::testing::rand_t;
 using Vars = std::vector<Variable>;
 
 TEST(NormGradcheck, WeightStandardizedConvolution) {

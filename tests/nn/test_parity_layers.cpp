@@ -1,5 +1,7 @@
 // Layers, losses, optimizers and schedules against PyTorch 1.13 (fixtures from
 // tests/fixtures/torch/generate.py; see docs/parity.md).
+#include <utility>
+
 #include "nn/layers.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
@@ -19,7 +21,7 @@ Forward run_backward(std::vector<Variable> inputs, const std::function<Variable(
                      const Tensor& grad_y) {
   Variable y = f(inputs);
   y.backward(grad_y);
-  return {y, inputs};
+  return {y, std::move(inputs)};
 }
 Variable leaf(const Tensor& t) { return Variable(t.clone(), true); }
 }  // namespace

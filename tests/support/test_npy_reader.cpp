@@ -1,5 +1,6 @@
 // tests/npy.h: files with known content written here byte by byte (independently of the reader),
 // every header error it must refuse, and the committed PyTorch fixtures.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -12,9 +13,11 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/error_matchers.h"
 #include "tests/support/npy.h"
 
 using namespace peel;
+using peel::testing::ThrowsErrorWith;
 namespace fs = std::filesystem;
 
 namespace {
@@ -41,7 +44,7 @@ class NpyFiles : public ::testing::Test {
     const uint32_t n = static_cast<uint32_t>(header.size());
     for (int i = 0; i < (major == 1 ? 2 : 4); ++i) bytes += static_cast<char>((n >> (8 * i)) & 0xff);
     bytes += header + data;
-    const std::string path = (dir_ / name).string();
+    std::string path = (dir_ / name).string();
     if (gzip) {
       gzFile f = gzopen(path.c_str(), "wb");
       EXPECT_EQ(gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size())), static_cast<int>(bytes.size()));
@@ -61,19 +64,6 @@ class NpyFiles : public ::testing::Test {
 };
 
 const std::vector<float> kFloats = {0.5f, -1.25f, 3e-8f, 1e30f, -0.f, 7.f};
-
-// The error message must name the file and contain `part`.
-template <typename F>
-void expect_error(F&& load, const std::string& path, const std::string& part) {
-  try {
-    load();
-    ADD_FAILURE() << "no error for " << path << " (expected '" << part << "')";
-  } catch (const Error& e) {
-    const std::string message = e.what();
-    EXPECT_NE(message.find(path), std::string::npos) << message;
-    EXPECT_NE(message.find(part), std::string::npos) << message;
-  }
-}
 
 void expect_bits_equal(const std::vector<float>& a, const std::vector<float>& b) {
   ASSERT_EQ(a.size(), b.size());
@@ -123,28 +113,28 @@ TEST_F(NpyFiles, RefusesBadFilesNamingThem) {
   const std::string ok = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }";
   const std::string data = raw(kFloats);
   const auto missing = (dir_ / "missing.npy").string();
-  expect_error([&] { load_npy(missing); }, missing, "no such file");
+  EXPECT_THAT([&] { load_npy(missing); }, ThrowsErrorWith(missing, "no such file"));
 
   auto p = write("magic.npy", ok, data, 1, false, "\x93NUMPZ");
-  expect_error([&] { load_npy(p); }, p, "not a .npy file");
+  EXPECT_THAT([&] { load_npy(p); }, ThrowsErrorWith(p, "not a .npy file"));
   p = write("version.npy", ok, data, 3);
-  expect_error([&] { load_npy(p); }, p, "version 3.0");
+  EXPECT_THAT([&] { load_npy(p); }, ThrowsErrorWith(p, "version 3.0"));
   p = write("fortran.npy", "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }", data);
-  expect_error([&] { load_npy(p); }, p, "fortran_order is True");
+  EXPECT_THAT([&] { load_npy(p); }, ThrowsErrorWith(p, "fortran_order is True"));
   p = write("double.npy", "{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }", data);
-  expect_error([&] { load_npy(p); }, p, "element type '<f8', expected '<f4'");
+  EXPECT_THAT([&] { load_npy(p); }, ThrowsErrorWith(p, "element type '<f8', expected '<f4'"));
   p = write("floats.npy", ok, data);
-  expect_error([&] { load_npy_int64(p); }, p, "element type '<f4', expected '<i8'");
+  EXPECT_THAT([&] { load_npy_int64(p); }, ThrowsErrorWith(p, "element type '<f4', expected '<i8'"));
   p = write("short.npy", ok, data.substr(0, 20));
-  expect_error([&] { load_npy(p); }, p, "file ends inside the data of shape [2, 3] (20 of 24 bytes");
+  EXPECT_THAT([&] { load_npy(p); }, ThrowsErrorWith(p, "file ends inside the data of shape [2, 3] (20 of 24 bytes"));
   p = write("long.npy", ok, data + "xx");
-  expect_error([&] { load_npy(p); }, p, "unexpected bytes after the data");
+  EXPECT_THAT([&] { load_npy(p); }, ThrowsErrorWith(p, "unexpected bytes after the data"));
   p = write("noshape.npy", "{'descr': '<f4', 'fortran_order': False, }", data);
-  expect_error([&] { load_npy(p); }, p, "header lacks 'shape'");
+  EXPECT_THAT([&] { load_npy(p); }, ThrowsErrorWith(p, "header lacks 'shape'"));
   p = write("badshape.npy", "{'descr': '<f4', 'fortran_order': False, 'shape': (2; 3), }", data);
-  expect_error([&] { load_npy(p); }, p, "expected ',' or ')' in shape");
+  EXPECT_THAT([&] { load_npy(p); }, ThrowsErrorWith(p, "expected ',' or ')' in shape"));
   p = write("key.npy", "{'descr': '<f4', 'fortran_order': False, 'shape': (6,), 'extra': 1}", data);
-  expect_error([&] { load_npy(p); }, p, "unexpected key 'extra'");
+  EXPECT_THAT([&] { load_npy(p); }, ThrowsErrorWith(p, "unexpected key 'extra'"));
 
   const auto truncated_gz = (dir_ / "cut.npy.gz").string();
   {
@@ -153,13 +143,13 @@ TEST_F(NpyFiles, RefusesBadFilesNamingThem) {
     std::string gz((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     std::ofstream(truncated_gz, std::ios::binary).write(gz.data(), static_cast<std::streamsize>(gz.size() / 2));
   }
-  expect_error([&] { load_npy(truncated_gz); }, truncated_gz, "byte");
+  EXPECT_THAT([&] { load_npy(truncated_gz); }, ThrowsErrorWith(truncated_gz, "byte"));
 }
 
 TEST_F(NpyFiles, NpyPathPicksTheExistingFile) {
   write("x.npy.gz", "{'descr': '<f4', 'fortran_order': False, 'shape': (6,), }", raw(kFloats), 1, true);
   EXPECT_EQ(npy_path((dir_ / "x").string()), (dir_ / "x.npy.gz").string());
-  expect_error([&] { npy_path((dir_ / "y").string()); }, (dir_ / "y").string(), "neither");
+  EXPECT_THAT([&] { npy_path((dir_ / "y").string()); }, ThrowsErrorWith((dir_ / "y").string(), "neither"));
 }
 
 // ---- The committed fixtures ---------------------------------------------------------------------

@@ -2,6 +2,7 @@
 // bias), backward-data, backward-weights and the bias gradient, over shapes that exercise
 // stride 2, padding 0/1/2, dilation 2, odd sizes, 1x1 and 3x3 (and non-square) kernels, channel
 // counts that are not multiples of 16, and contiguous, channels-last and gapped input layouts.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -16,9 +17,11 @@
 #include "tensor/random.h"
 #include "tensor/simd/kernels.h"
 #include "tensor/storage.h"
+#include "tests/support/error_matchers.h"
 
 using namespace peel;
 using conv_detail::ConvProblem;
+using peel::testing::ThrowsErrorWith;
 
 namespace {
 
@@ -261,38 +264,28 @@ TEST(Conv, OneDnnCreatesEachPrimitiveOnce) {
 TEST(Conv, MismatchedShapesThrowNamingThem) {
   const Tensor x = Tensor::zeros({2, 3, 8, 8});
   const Tensor w = Tensor::zeros({4, 5, 3, 3});
-  try {
-    conv2d_forward(x, w, Tensor(), Conv2dGeometry{});
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    EXPECT_NE(msg.find("[2, 3, 8, 8]"), std::string::npos) << msg;
-    EXPECT_NE(msg.find("[4, 5, 3, 3]"), std::string::npos) << msg;
-  }
+  EXPECT_THAT([&] { conv2d_forward(x, w, Tensor(), Conv2dGeometry{}); },
+              ThrowsErrorWith("[2, 3, 8, 8]", "[4, 5, 3, 3]"));
   const Tensor w_ok = Tensor::zeros({4, 3, 3, 3});
-  try {
-    conv2d_backward_data(Tensor::zeros({2, 4, 5, 5}), w_ok, x.shape(), Conv2dGeometry{});
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    EXPECT_NE(msg.find("[2, 4, 5, 5]"), std::string::npos) << msg;  // the grad_y given
-    EXPECT_NE(msg.find("[2, 4, 6, 6]"), std::string::npos) << msg;  // the output expected
-  }
-  EXPECT_THROW(conv2d_forward(x, w_ok, Tensor::zeros({3}), Conv2dGeometry{}), Error);               // bias size
-  EXPECT_THROW(conv2d_forward(x, Tensor::zeros({4, 3, 9, 9}), Tensor(), Conv2dGeometry{}), Error);  // too big
+  // The grad_y given, and the output the input and weights give.
+  EXPECT_THAT(
+      [&] {
+        conv2d_backward_data(Tensor::zeros({2, 4, 5, 5}), w_ok, x.shape(), Conv2dGeometry{});
+      },
+      ThrowsErrorWith("[2, 4, 5, 5]", "[2, 4, 6, 6]"));
+  EXPECT_THAT([&] { conv2d_forward(x, w_ok, Tensor::zeros({3}), Conv2dGeometry{}); },
+              ThrowsErrorWith("bias has shape [3]", "expected (4)"));
+  EXPECT_THAT(
+      [&] {
+        conv2d_forward(x, Tensor::zeros({4, 3, 9, 9}), Tensor(), Conv2dGeometry{});
+      },
+      ThrowsErrorWith("kernel 9x9", "does not fit input"));
 }
 
 TEST(Conv, BackendNames) {
   for (ConvBackend b : {ConvBackend::kReference, ConvBackend::kIm2col, ConvBackend::kDirect, ConvBackend::kOneDnn})
     EXPECT_EQ(parse_conv_backend(conv_backend_name(b)), b);
-  try {
-    parse_conv_backend("cudnn");
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const char* name : {"cudnn", "reference", "im2col", "direct", "onednn"})
-      EXPECT_NE(msg.find(name), std::string::npos) << msg;
-  }
+  EXPECT_THAT([] { parse_conv_backend("cudnn"); }, ThrowsErrorWith("cudnn", "reference", "im2col", "direct", "onednn"));
   const ConvBackend before = default_conv_backend();
   set_default_conv_backend(ConvBackend::kIm2col);
   EXPECT_EQ(default_conv_backend(), ConvBackend::kIm2col);

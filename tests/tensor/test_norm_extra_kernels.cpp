@@ -1,7 +1,8 @@
 // The kernels of tensor/kernels/norm_extra.h (weight standardisation, weight normalisation, EstBN's
 // update, FRN + TLU, TLU) against double-precision loops written here from the definitions, in
-// every memory layout, plus finite differences of each backward, thread-count independence and
-// buffer reuse in the steady state.
+// every memory layout, thread-count independence and buffer reuse in the steady state. Their
+// backward passes are checked against finite differences through the nn ops, in
+// tests/nn/test_norm_gradcheck.cpp.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -13,10 +14,10 @@
 #include "tensor/kernels/norm_extra.h"
 #include "tensor/random.h"
 #include "tensor/threads.h"
-#include "tests/support/kernel_test.h"
+#include "tests/support/kernel_checks.h"
 
 using namespace peel;
-using namespace peel::kernel_test;
+using namespace peel::kernel_checks;
 using ::testing::HasSubstr;
 using ::testing::ThrowsMessage;
 
@@ -109,20 +110,6 @@ TEST(WeightStandardize, ForwardAndBackwardMatchReference) {
   }
 }
 
-TEST(WeightStandardize, BackwardMatchesFiniteDifferences) {
-  Generator gen(22);
-  const Shape shape{3, 2, 3, 3};
-  const Tensor w = random_tensor(shape, gen), g = random_tensor(shape, gen);
-  WeightStandardizeSaved saved;
-  weight_standardize_forward(w, 1e-5f, saved);
-  const Tensor grad = weight_standardize_backward(g, w, saved);
-  auto f = [&](const std::vector<float>& v) {
-    WeightStandardizeSaved s;
-    return weight_standardize_forward(Tensor::from_vector(v, shape), 1e-5f, s);
-  };
-  check_against_differences(f, w.to_vector(), g.to_vector(), grad, 1e-2f, 2e-3, "weight_standardize dw");
-}
-
 TEST(WeightNorm, ForwardAndBackwardMatchReference) {
   Generator gen(23);
   for (const Shape& shape : kWeightShapes) {
@@ -149,28 +136,6 @@ TEST(WeightNorm, ForwardAndBackwardMatchReference) {
     for (double& n : norms) n = std::sqrt(n);
     expect_close(row_norms(v), norms, 0, 1e-6, "row_norms " + to_string(shape));
   }
-}
-
-TEST(WeightNorm, BackwardMatchesFiniteDifferences) {
-  Generator gen(24);
-  const Shape shape{3, 2, 2, 2};
-  const Tensor v = random_tensor(shape, gen), grad = random_tensor(shape, gen);
-  const Tensor gain = uniform({3, 1, 1, 1}, 0.5f, 2.f, gen);
-  Tensor inv_norm;
-  weight_norm_forward(v, gain, inv_norm);
-  const WeightNormGrads grads = weight_norm_backward(grad, v, gain, inv_norm);
-  check_against_differences(
-      [&](const std::vector<float>& x) {
-        Tensor n;
-        return weight_norm_forward(Tensor::from_vector(x, shape), gain, n);
-      },
-      v.to_vector(), grad.to_vector(), grads.v, 1e-2f, 2e-3, "weight_norm dv");
-  check_against_differences(
-      [&](const std::vector<float>& g) {
-        Tensor n;
-        return weight_norm_forward(v, Tensor::from_vector(g, {3, 1, 1, 1}), n);
-      },
-      gain.to_vector(), grad.to_vector(), grads.g, 1e-2f, 2e-3, "weight_norm dg");
 }
 
 // ---- Activation kernels: shapes and references ------------------------------------------------
@@ -335,34 +300,6 @@ TEST(FilterResponseNorm, TiesSplitTheGradientAsTorchMax) {
   const FrnGrads g = filter_response_norm_backward(Tensor::ones({1, 1, 3}), x, gamma, beta, eps, tau, saved);
   EXPECT_FLOAT_EQ(g.tau.item(), 1.5f);   // the tie's half plus the clipped -a
   EXPECT_FLOAT_EQ(g.beta.item(), 1.5f);  // the tie's half plus the passed +a
-}
-
-TEST(FilterResponseNorm, BackwardMatchesFiniteDifferences) {
-  Generator gen(27);
-  const Shape shape{2, 3, 2, 3};
-  const Tensor x = random_tensor(shape, gen), gz = random_tensor(shape, gen);
-  const Tensor gamma = random_tensor({3}, gen, 1.f, 0.3f), beta = random_tensor({3}, gen, 0.f, 0.3f);
-  const Tensor tau = random_tensor({3}, gen, -0.5f, 0.2f), eps = Tensor::full({3}, 0.05f);
-  FrnSaved saved;
-  filter_response_norm_forward(x, gamma, beta, eps, tau, saved);
-  const FrnGrads grads = filter_response_norm_backward(gz, x, gamma, beta, eps, tau, saved);
-  auto forward_with = [&](int which) {
-    return [&, which](const std::vector<float>& v) {
-      FrnSaved s;
-      const Tensor p = Tensor::from_vector(v, which == 0 ? shape : Shape{3});
-      return filter_response_norm_forward(which == 0 ? p : x, which == 1 ? p : gamma, which == 2 ? p : beta,
-                                          which == 3 ? p : eps, which == 4 ? p : tau, s);
-    };
-  };
-  // Skip positions whose y is within 5e-3 of the TLU kink, where a central difference straddles it.
-  const std::vector<float> yv = filter_response_norm_forward(x, gamma, beta, eps, Tensor(), saved).to_vector();
-  const std::vector<float> tv = tau.to_vector();
-  check_against_differences(forward_with(0), x.to_vector(), gz.to_vector(), grads.x, 1e-3f, 5e-3, "frn dx", 36,
-                            [&](size_t i) { return std::abs(yv[i] - tv[(i / 6) % 3]) < 5e-3; });
-  check_against_differences(forward_with(1), gamma.to_vector(), gz.to_vector(), grads.gamma, 1e-3f, 5e-3, "dgamma");
-  check_against_differences(forward_with(2), beta.to_vector(), gz.to_vector(), grads.beta, 1e-3f, 5e-3, "dbeta");
-  check_against_differences(forward_with(3), eps.to_vector(), gz.to_vector(), grads.eps, 1e-3f, 5e-3, "deps");
-  check_against_differences(forward_with(4), tau.to_vector(), gz.to_vector(), grads.tau, 1e-3f, 5e-3, "dtau");
 }
 
 TEST(Tlu, ForwardAndBackwardMatchReferenceWithTies) {

@@ -1,37 +1,19 @@
-// Kernels for the layers around convolutions: pooling and normalisation, forward and backward.
+// Normalisation kernels: batch norm (with a fused ReLU, training and eval mode) and group norm
+// (layer norm is its one-group case), forward and backward. The loops they share live in
+// kernels/norm_detail.h, for new normalisations to reuse.
 //
-// Inputs are logical (N,C,H,W) with any strides; outputs keep channels-last memory when the input
-// has it (activations stay in one layout), otherwise they are contiguous. Fast paths run on
-// channels-last and contiguous NCHW memory; other strides are copied to NCHW first. Backward
-// passes take their layout from x (normalisation) or grad_y (pooling). Each kernel is held to a
-// double-precision reference loop and to finite differences in tests/tensor/test_nn_kernels.cpp.
-// Results do not depend on the thread count: reductions use fixed blocks added in a fixed order.
+// x is logical (N,C,...) with any strides; outputs keep channels-last memory when x has it,
+// otherwise they are contiguous. Fast paths run on channels-last and contiguous NCHW memory; other
+// strides are copied to NCHW first. Backward passes take their layout from x. Each kernel is held
+// to a double-precision reference loop in tests/tensor/test_kernels_batch_norm.cpp and
+// tests/tensor/test_kernels_group_norm.cpp, and its backward to finite differences through the
+// differentiable ops of nn/functional.h in tests/nn/test_nn_gradcheck.cpp. Results do not depend
+// on the thread count: reductions use fixed blocks added in a fixed order.
 #pragma once
-
-#include <vector>
 
 #include "tensor/tensor.h"
 
 namespace peel {
-
-// ---- Pooling --------------------------------------------------------------------------------
-struct Pool2dGeometry {
-  int64_t kernel = 2, stride = 2, padding = 0;
-};
-
-// Max pooling; `argmax` receives, per output element in logical (n, c, oh, ow) order whatever the
-// layout, the flat index h*W+w of the chosen input within its (n, c) plane, for the backward pass.
-// As PyTorch 1.13: padding counts as -inf, ties go to the first maximum, and a NaN wins (the last
-// NaN of a window). Geometry as PyTorch's (ceil_mode off): padding <= kernel/2, else an error.
-Tensor max_pool2d_forward(const Tensor& x, const Pool2dGeometry& g, std::vector<int32_t>& argmax);
-Tensor max_pool2d_backward(const Tensor& grad_y, const std::vector<int32_t>& argmax, const Shape& x_shape);
-// Average pooling (padding counted in the divisor, PyTorch's count_include_pad=True; ceil_mode off).
-Tensor avg_pool2d_forward(const Tensor& x, const Pool2dGeometry& g);
-Tensor avg_pool2d_backward(const Tensor& grad_y, const Shape& x_shape, const Pool2dGeometry& g);
-// (N,C,H,W) -> (N,C): the mean over H and W (summed in double). The backward takes grad_y of shape
-// (N,C) or (N,C,1,1) and returns channels-last memory when asked.
-Tensor global_avg_pool_forward(const Tensor& x);
-Tensor global_avg_pool_backward(const Tensor& grad_y, const Shape& x_shape, bool channels_last);
 
 // ---- Batch normalisation over (N,H,W) per channel (also (N,C) input for BatchNorm1d) ---------
 // x may be (N,C), (N,C,L) or (N,C,H,W). Statistics are accumulated in double.

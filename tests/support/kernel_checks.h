@@ -1,19 +1,20 @@
-// Helpers for kernel tests: the memory layouts every kernel is checked in, comparison against
-// double-precision references, and central differences of a forward kernel.
+// Shared pieces of the kernel tests in tests/tensor/test_kernels_*.cpp: the memory layouts every
+// kernel runs in, random inputs, comparison against double-precision reference values, and the
+// output-shape arithmetic the reference loops share.
 #pragma once
 
 #include <gtest/gtest.h>
 
-#include <algorithm>
 #include <cmath>
-#include <functional>
 #include <string>
 #include <vector>
 
 #include "tensor/random.h"
 #include "tensor/tensor.h"
 
-namespace peel::kernel_test {
+namespace peel::kernel_checks {
+
+// ---- Layouts and comparison helpers -------------------------------------------------------------
 
 enum class Layout { kContiguous, kChannelsLast, kStrided };
 inline const Layout kLayouts[] = {Layout::kContiguous, Layout::kChannelsLast, Layout::kStrided};
@@ -81,35 +82,48 @@ inline void expect_layout_follows(const Tensor& out, Layout l, const std::string
   }
 }
 
-// Central difference of L(v) = sum(w * f(v)) with respect to v[i], evaluated in double from the
-// float outputs of the forward kernel `f`.
-inline double central_difference(const std::function<Tensor(const std::vector<float>&)>& f, std::vector<float> v,
-                                 const std::vector<float>& w, size_t i, float h) {
-  auto loss = [&](float value) {
-    v[i] = value;
-    const std::vector<float> y = f(v).to_vector();
-    double total = 0;
-    for (size_t j = 0; j < y.size(); ++j) total += static_cast<double>(w[j]) * y[j];
-    return total;
-  };
-  const float x0 = v[i];
-  const float up = x0 + h, down = x0 - h;
-  return (loss(up) - loss(down)) / (static_cast<double>(up) - static_cast<double>(down));
+// ---- Buffer reuse -------------------------------------------------------------------------------
+
+// A training step repeats the same shapes: after two warm-up calls of `step`, a third takes no new
+// large buffer from the system (the caching allocator serves them all).
+template <class Step>
+void expect_steady_state_reuses_buffers(Step&& step) {
+  step();
+  step();
+  const int64_t before = memory_stats().system_allocations;
+  step();
+  EXPECT_EQ(memory_stats().system_allocations, before);
 }
 
-// Checks `grad` (logical order) against central differences at `count` indices spread over v.
-inline void check_against_differences(const std::function<Tensor(const std::vector<float>&)>& f,
-                                      const std::vector<float>& v, const std::vector<float>& w, const Tensor& grad,
-                                      float h, double tol, const std::string& what, size_t count = 24,
-                                      const std::function<bool(size_t)>& skip = nullptr) {
-  const std::vector<float> g = grad.to_vector();
-  ASSERT_EQ(g.size(), v.size()) << what;
-  const size_t step = std::max<size_t>(1, v.size() / count);
-  for (size_t i = 0; i < v.size(); i += step) {
-    if (skip && skip(i)) continue;
-    const double fd = central_difference(f, v, w, i, h);
-    EXPECT_NEAR(g[i], fd, tol * (1.0 + std::abs(fd))) << what << ": element " << i;
-  }
+// ---- Inputs without ties ------------------------------------------------------------------------
+
+// Distinct values 0.1 apart in random order: no ties, so a small step never changes a window's max.
+inline Tensor distinct_values(const Shape& shape, Generator& gen) {
+  const int64_t n = numel_of(shape);
+  const std::vector<int64_t> perm = gen.permutation(n);
+  std::vector<float> v(n);
+  // The middle index, an integer on purpose (the values are 0.1 * (k - middle) for k in [0, n)).
+  const int64_t middle = n / 2;
+  for (int64_t i = 0; i < n; ++i)
+    v[i] = 0.1f * static_cast<float>(perm[i] - middle);  // NOLINT(bugprone-integer-division): see above
+  return Tensor::from_vector(v, shape);
 }
 
-}  // namespace peel::kernel_test
+// ---- Normalisation shapes -----------------------------------------------------------------------
+
+struct NormDims {
+  int64_t N, C, S;  // x viewed as (N, C, S)
+};
+
+inline NormDims norm_dims(const Shape& s) {
+  NormDims d{s[0], s[1], 1};
+  for (size_t i = 2; i < s.size(); ++i) d.S *= s[i];
+  return d;
+}
+
+// A parameter's values, or n copies of `fallback` when it is undefined (no affine).
+inline std::vector<double> values_or(const Tensor& t, int64_t n, double fallback) {
+  return t.defined() ? to_double(t) : std::vector<double>(n, fallback);
+}
+
+}  // namespace peel::kernel_checks

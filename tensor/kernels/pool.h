@@ -1,0 +1,37 @@
+// Pooling kernels for the layers around convolutions: max, average and global average pooling,
+// forward and backward.
+//
+// Inputs are logical (N,C,H,W) with any strides; outputs keep channels-last memory when the input
+// has it (activations stay in one layout), otherwise they are contiguous. Fast paths run on
+// channels-last and contiguous NCHW memory; other strides are copied to NCHW first. Backward
+// passes take their layout from grad_y. Each kernel is held to a double-precision reference loop
+// in tests/tensor/test_kernels_pool.cpp, and its backward to finite differences through the
+// differentiable ops of nn/functional.h in tests/nn/test_nn_gradcheck.cpp. Results do not depend
+// on the thread count: each output (and each input-gradient plane) is computed by one task.
+#pragma once
+
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace peel {
+
+struct Pool2dGeometry {
+  int64_t kernel = 2, stride = 2, padding = 0;
+};
+
+// Max pooling; `argmax` receives, per output element in logical (n, c, oh, ow) order whatever the
+// layout, the flat index h*W+w of the chosen input within its (n, c) plane, for the backward pass.
+// As PyTorch 1.13: padding counts as -inf, ties go to the first maximum, and a NaN wins (the last
+// NaN of a window). Geometry as PyTorch's (ceil_mode off): padding <= kernel/2, else an error.
+Tensor max_pool2d_forward(const Tensor& x, const Pool2dGeometry& g, std::vector<int32_t>& argmax);
+Tensor max_pool2d_backward(const Tensor& grad_y, const std::vector<int32_t>& argmax, const Shape& x_shape);
+// Average pooling (padding counted in the divisor, PyTorch's count_include_pad=True; ceil_mode off).
+Tensor avg_pool2d_forward(const Tensor& x, const Pool2dGeometry& g);
+Tensor avg_pool2d_backward(const Tensor& grad_y, const Shape& x_shape, const Pool2dGeometry& g);
+// (N,C,H,W) -> (N,C): the mean over H and W (summed in double). The backward takes grad_y of shape
+// (N,C) or (N,C,1,1) and returns channels-last memory when asked.
+Tensor global_avg_pool_forward(const Tensor& x);
+Tensor global_avg_pool_backward(const Tensor& grad_y, const Shape& x_shape, bool channels_last);
+
+}  // namespace peel
