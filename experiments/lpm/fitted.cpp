@@ -1,6 +1,7 @@
 #include "experiments/lpm/fitted.h"
 
 #include <cmath>
+#include <limits>
 #include <utility>
 
 #include "tensor/error.h"
@@ -73,8 +74,7 @@ double RunImbalance::ratio() const {
   for (int64_t k = 0; k < classes; ++k) (k < majority ? major : minor) += static_cast<double>(class_counts[k]);
   major /= static_cast<double>(majority);
   minor /= static_cast<double>(classes - majority);
-  PEEL_CHECK(minor > 0, "RunImbalance: the minority classes have no training images");
-  return major / minor;
+  return minor > 0 ? major / minor : std::numeric_limits<double>::infinity();
 }
 
 RunImbalance run_imbalance(const TrainConfig& c, std::vector<int64_t> class_counts) {

@@ -40,7 +40,8 @@ struct RunImbalance {
   int64_t majority = 10;  // classes 0..majority-1 are the majority
   std::vector<int64_t> class_counts;
   double minority_weight = 1;
-  // R from the counts: the mean majority count over the mean minority count (1 when balanced).
+  // R from the counts: the mean majority count over the mean minority count (1 when balanced,
+  // infinite when the minority classes have no images: the model is then not defined).
   double ratio() const;
 };
 
@@ -48,7 +49,8 @@ struct RunImbalance {
 RunImbalance run_imbalance(const TrainConfig& config, std::vector<int64_t> class_counts);
 
 enum class BudgetCentring { uncentred, centred };
-// The LPM with the network's budgets (E_H as chosen) and the run's classes, R and minority weight.
+// The LPM with the network's budgets (E_H as chosen) and the run's classes, R and minority weight;
+// throws when R is infinite.
 LpmProblem fitted_problem(const RunImbalance& run, const NetworkBudgets& budgets, BudgetCentring centring);
 
 }  // namespace peel

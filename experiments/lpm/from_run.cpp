@@ -1,7 +1,9 @@
 #include "experiments/lpm/from_run.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "experiments/run/folder.h"
@@ -46,14 +48,16 @@ LpmRunFit fit_lpm_to_run(const std::string& dir, bool last_only) {
                "{}: no '{}' column (the run was made before peel measured the LPM's budgets; train it again)",
                metrics_path, column);
 
-  SingleThreadScope single_thread;  // the solver's matrices are tiny (see lpm.h)
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const bool defined = std::isfinite(fit.imbalance.ratio());  // no minority images: no model to solve
+  SingleThreadScope single_thread;                            // the solver's matrices are tiny (see lpm.h)
   LpmProblem authors;
   authors.classes = fit.imbalance.classes;
   authors.majority = fit.imbalance.majority;
   authors.ratio = fit.imbalance.ratio();
   authors.minority_weight = fit.imbalance.minority_weight;
   bool vanished = false;
-  fit.authors_minority_cosine = solved_minority_cosine(authors, vanished);
+  fit.authors_minority_cosine = defined ? solved_minority_cosine(authors, vanished) : nan;
 
   const std::vector<double> epochs = table.column("epoch"), e_w = table.column("lpm_e_w"),
                             e_h = table.column("lpm_e_h"), e_hc = table.column("lpm_e_h_centred"),
@@ -63,10 +67,13 @@ LpmRunFit fit_lpm_to_run(const std::string& dir, bool last_only) {
     row.epoch = static_cast<int64_t>(epochs[i]);
     row.network_minority_cosine = cosine[i];
     row.budgets = {.e_w = e_w[i], .e_h = e_h[i], .e_h_centred = e_hc[i]};
-    row.fitted_minority_cosine = solved_minority_cosine(
-        fitted_problem(fit.imbalance, row.budgets, BudgetCentring::uncentred), row.fitted_collapsed);
-    row.fitted_centred_minority_cosine = solved_minority_cosine(
-        fitted_problem(fit.imbalance, row.budgets, BudgetCentring::centred), row.fitted_centred_collapsed);
+    row.fitted_minority_cosine = row.fitted_centred_minority_cosine = nan;
+    if (defined) {
+      row.fitted_minority_cosine = solved_minority_cosine(
+          fitted_problem(fit.imbalance, row.budgets, BudgetCentring::uncentred), row.fitted_collapsed);
+      row.fitted_centred_minority_cosine = solved_minority_cosine(
+          fitted_problem(fit.imbalance, row.budgets, BudgetCentring::centred), row.fitted_centred_collapsed);
+    }
     fit.rows.push_back(row);
   }
   return fit;

@@ -29,6 +29,7 @@ struct LpmRunFit {
 };
 
 // Reads DIR/config.json and DIR/metrics.csv; every row when `last_only` is false, else the last.
+// A run whose minority classes have no images has NaN predictions (the model needs n_B > 0).
 // A folder without the budget columns (made before peel measured them) is refused, naming the file.
 LpmRunFit fit_lpm_to_run(const std::string& dir, bool last_only = false);
 
