@@ -1,7 +1,9 @@
 #include "tensor/threads.h"
 
 #include <cblas.h>
+#include <unistd.h>
 
+#include <cstdlib>
 #include <thread>
 
 namespace peel {
@@ -14,6 +16,12 @@ void set_num_threads(int n) {
   g_threads = n;
   omp_set_num_threads(n);       // our loops and oneDNN's
   openblas_set_num_threads(n);  // OpenBLAS keeps its own pthread pool
+}
+
+void adopt_wait_policy(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr || std::getenv("GOMP_SPINCOUNT") != nullptr) return;
+  if (setenv("GOMP_SPINCOUNT", kSpinCount, 1) != 0) return;
+  execv("/proc/self/exe", argv);  // returns only on failure
 }
 
 int num_threads() {

@@ -12,6 +12,19 @@ namespace peel {
 void set_num_threads(int n);
 int num_threads();
 
+// How long an idle OpenMP thread spins before it sleeps (libgomp's GOMP_SPINCOUNT, in spin-loop
+// iterations). libgomp's own default, 300000, is milliseconds of spinning at every barrier: on a
+// machine whose cores are busy with other work the spinning threads take the CPU from the one
+// thread everyone waits for, and a training step ran 5-10x slower (docs/performance.md). A short
+// spin still bridges the gaps between the back-to-back parallel regions of one step.
+inline constexpr const char* kSpinCount = "3000";
+
+// libgomp reads its waiting policy once, when it is loaded, before main(); so a program that
+// wants the short spin sets GOMP_SPINCOUNT and executes itself again, first thing in main(). Does
+// nothing when the user chose a policy (OMP_WAIT_POLICY or GOMP_SPINCOUNT set), and returns when
+// the re-execution fails (the program then runs with libgomp's default).
+void adopt_wait_policy(char** argv);
+
 // Calls body(begin, end) on contiguous chunks of [0, n). The split depends only on n, grain and
 // the thread count, so a kernel whose chunks do independent work gives identical bits run to run.
 // Runs inline (no parallel region) when there is too little work to share.

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 
 #include "experiments/cli/commands.h"
@@ -35,6 +36,11 @@ double peak_rss_mb() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+nlohmann::json environment_value(const char* name) {
+  const char* value = std::getenv(name);
+  return value != nullptr ? nlohmann::json(value) : nlohmann::json(nullptr);
 }
 
 void run_train_step_bench(const BenchOptions& o) {
@@ -80,6 +86,9 @@ void run_train_step_bench(const BenchOptions& o) {
       {"width", o.width},
       {"batch", o.batch},
       {"threads", num_threads()},
+      // The OpenMP waiting policy the step ran with (tensor/threads.h: adopt_wait_policy).
+      {"gomp_spincount", environment_value("GOMP_SPINCOUNT")},
+      {"omp_wait_policy", environment_value("OMP_WAIT_POLICY")},
       {"conv_backend", conv_backend_name(default_conv_backend())},
       {"images_per_sec", rates[rates.size() / 2]},
       {"images_per_sec_min", rates.front()},

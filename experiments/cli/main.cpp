@@ -7,8 +7,10 @@
 
 #include "experiments/cli/commands.h"
 #include "tensor/error.h"
+#include "tensor/threads.h"
 
 int main(int argc, char** argv) {
+  peel::adopt_wait_policy(argv);  // may execute peel again, with a short OpenMP spin (tensor/threads.h)
   CLI::App app{"peel: neural-collapse experiments on a CPU"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show help for every subcommand");

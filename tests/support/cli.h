@@ -17,6 +17,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace peel::testing {
@@ -41,6 +42,8 @@ inline std::string read_file(const fs::path& p) {
 struct SpawnOptions {
   std::optional<rlim_t> file_size_limit;  // RLIMIT_FSIZE in bytes; SIGXFSZ ignored, so writes fail with EFBIG
   std::optional<std::string> path_env;    // replaces PATH
+  std::vector<std::pair<std::string, std::string>> set_env;  // set in the child's environment
+  std::vector<std::string> unset_env;                        // removed from it
 };
 
 // Starts `args` (args[0] is the program) with stdout and stderr going to `log`.
@@ -59,6 +62,8 @@ inline pid_t spawn(const std::vector<std::string>& args, const std::string& log,
       ::setrlimit(RLIMIT_FSIZE, &limit);
     }
     if (options.path_env) ::setenv("PATH", options.path_env->c_str(), 1);
+    for (const auto& [name, value] : options.set_env) ::setenv(name.c_str(), value.c_str(), 1);
+    for (const auto& name : options.unset_env) ::unsetenv(name.c_str());
     ::execv(argv[0], argv.data());
     ::_exit(127);
   }
