@@ -276,6 +276,21 @@ TEST(CliReproduce, MinorityCollapseReportOnSyntheticData) {
   fs::remove_all(out);
 }
 
+TEST(CliReproduce, NeuralCollapseReportSetsTheRunBesideThePaper) {
+  const fs::path out = fresh_dir("nc");
+  const RunResult r = run({kPeel, "reproduce", "neural-collapse", "--dataset", "synthetic", "--n-major", "20",
+                           "--epochs", "3", "--threads", "2", "--quiet", "--out", out.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const nlohmann::json report = nlohmann::json::parse(read_file(out / "report.json"));
+  EXPECT_EQ(report["tables"]["paper_ranges"]["rows"].size(), 6u);
+  ASSERT_EQ(report["claims"].size(), 4u);  // NC1 to NC4, each with a verdict from the run's numbers
+  for (const auto& claim : report["claims"])
+    EXPECT_THAT(claim["at_paper_scale"].get<std::string>(), HasSubstr("--paper"));
+  const nlohmann::json config = nlohmann::json::parse(read_file(out / "runs" / "balanced" / "config.json"));
+  EXPECT_EQ(config["found"]["milestones"], nlohmann::json::array({1, 2}));  // 1/3 and 2/3 of the epochs
+  fs::remove_all(out);
+}
+
 TEST(CliReproduce, WithoutGnuplotItFailsBeforeTraining) {
   const fs::path out = fresh_dir("no_gnuplot");
   const RunResult r = run(reproduce_args(out, "1"), {.path_env = "/nonexistent"});
