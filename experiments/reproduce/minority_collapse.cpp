@@ -49,8 +49,32 @@ std::string reproduce_minority_collapse(const ReproduceConfig& rc) {
   runs.push_back(oversample);
   runs.push_back(reweight);
 
-  const std::vector<json> summaries = run_sweep(runs, rc);
-  if (summaries.empty()) return {};
+  // Each configuration once per seed: seed rc.seed + s, folders <name> (s = 0) and <name>-seed<s>.
+  const int64_t seeds = std::max<int64_t>(1, rc.seeds);
+  std::vector<SweepRun> all_runs;
+  for (int64_t s = 0; s < seeds; ++s)
+    for (SweepRun run : runs) {
+      if (s > 0) run.name += fmt::format("-seed{}", s);
+      run.config.seed = base.seed + static_cast<uint64_t>(s);
+      all_runs.push_back(run);
+    }
+  const std::vector<json> per_run = run_sweep(all_runs, rc);
+  if (per_run.empty()) return {};
+  // summaries[i]: configuration i's numbers averaged over the seeds, with key + "_seed_std" the
+  // sample standard deviation over them (0 for one seed).
+  std::vector<json> summaries;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    json mean = per_run[i];
+    for (const auto& [key, value] : per_run[i].items()) {
+      if (!value.is_number()) continue;
+      std::vector<double> v;
+      for (int64_t s = 0; s < seeds; ++s) v.push_back(value_or_nan(per_run[s * runs.size() + i], key));
+      const SeedSpread spread = seed_spread(v);
+      mean[key] = spread.mean;
+      mean[key + "_seed_std"] = spread.std;
+    }
+    summaries.push_back(mean);
+  }
 
   // The Layer-Peeled Model's prediction on the authors' grid (K = 10, K_A = 5, E_H = 5, E_W = 1),
   // without mitigation and with the minority weighted by R_max (what both mitigations do to it).
@@ -72,12 +96,18 @@ std::string reproduce_minority_collapse(const ReproduceConfig& rc) {
   };
 
   // The model fitted to each trained network: its own E_W and E_H, class counts and minority weight.
+  // fits[s * runs.size() + i]: configuration i, seed s.
   std::vector<LpmRunFit> fits;
-  for (const SweepRun& run : runs) fits.push_back(fit_lpm_to_run(rc.out_dir + "/runs/" + run.name, true));
-  auto fitted_cosine = [](const LpmRunFit& f, BudgetCentring centring) {
+  for (const SweepRun& run : all_runs) fits.push_back(fit_lpm_to_run(rc.out_dir + "/runs/" + run.name, true));
+  auto fitted_cosine_of = [](const LpmRunFit& f, BudgetCentring centring) {
     const LpmFitRow& r = f.rows.back();
     if (centring == BudgetCentring::centred) return r.fitted_centred_collapsed ? 1.0 : r.fitted_centred_minority_cosine;
     return r.fitted_collapsed ? 1.0 : r.fitted_minority_cosine;  // every minority row at 0: all "parallel"
+  };
+  auto fitted_cosine = [&](size_t config, BudgetCentring centring) {  // mean over the seeds
+    std::vector<double> v;
+    for (int64_t s = 0; s < seeds; ++s) v.push_back(fitted_cosine_of(fits[s * runs.size() + config], centring));
+    return seed_spread(v).mean;
   };
 
   // ---- Figures
@@ -97,7 +127,8 @@ std::string reproduce_minority_collapse(const ReproduceConfig& rc) {
   for (size_t i = 0; i < ratios.size(); ++i) {
     net_r.push_back(ratios[i]);
     net_cos.push_back(value_or_nan(summaries[i], "minority_cosine"));
-    net_cos_std.push_back(value_or_nan(summaries[i], "minority_cosine_std"));
+    // One seed: the spread of the pairwise cosines; several: the spread of the mean over seeds.
+    net_cos_std.push_back(value_or_nan(summaries[i], seeds > 1 ? "minority_cosine_seed_std" : "minority_cosine_std"));
     acc_major.push_back(value_or_nan(summaries[i], "test_accuracy_majority"));
     acc_minor.push_back(value_or_nan(summaries[i], "test_accuracy_minority"));
   }
@@ -107,7 +138,9 @@ std::string reproduce_minority_collapse(const ReproduceConfig& rc) {
                 .log_x = true};
   cos_plot.y_min = -0.3;
   cos_plot.y_max = 1.05;
-  cos_plot.series.push_back({"network (no mitigation), mean +- std", net_r, net_cos, "linespoints", net_cos_std});
+  cos_plot.series.push_back({seeds > 1 ? fmt::format("network (no mitigation), mean +- std over {} seeds", seeds)
+                                       : std::string("network (no mitigation), mean +- std over minority pairs"),
+                             net_r, net_cos, "linespoints", net_cos_std});
   cos_plot.series.push_back({"Layer-Peeled Model (true cosine)", lpm_r, lpm_cos, "lines"});
   cos_plot.series.push_back({"Layer-Peeled Model (authors' row cosine)", lpm_r, lpm_row_cos, "lines dashtype 2"});
   const double over_cos = value_or_nan(summaries[4], "minority_cosine"),
@@ -118,8 +151,8 @@ std::string reproduce_minority_collapse(const ReproduceConfig& rc) {
   cos_plot.series.push_back({"LPM with minority weight R", {r_max}, {lpm_mitigated}, "points pt 9 ps 1.5"});
   std::vector<double> fit_cos, fit_cos_centred;
   for (size_t i = 0; i < ratios.size(); ++i) {
-    fit_cos.push_back(fitted_cosine(fits[i], BudgetCentring::uncentred));
-    fit_cos_centred.push_back(fitted_cosine(fits[i], BudgetCentring::centred));
+    fit_cos.push_back(fitted_cosine(i, BudgetCentring::uncentred));
+    fit_cos_centred.push_back(fitted_cosine(i, BudgetCentring::centred));
   }
   cos_plot.series.push_back(
       {"LPM fitted to the network (E_H about the mean)", net_r, fit_cos_centred, "linespoints dashtype 3 pt 13"});
@@ -223,11 +256,11 @@ std::string reproduce_minority_collapse(const ReproduceConfig& rc) {
   std::vector<std::vector<json>> fit_rows;
   double gap_authors = 0, gap_fitted = 0;
   for (size_t i = 0; i < runs.size(); ++i) {
-    const LpmFitRow& r = fits[i].rows.back();
+    const LpmFitRow& r = fits[i].rows.back();  // the first seed's budgets
     const double net = value_or_nan(summaries[i], "minority_cosine");
     const double authors = i < ratios.size() ? lpm_cosine_at(ratios[i], 1.0) : lpm_mitigated;
-    const double centred = fitted_cosine(fits[i], BudgetCentring::centred),
-                 uncentred = fitted_cosine(fits[i], BudgetCentring::uncentred);
+    const double centred = fitted_cosine(i, BudgetCentring::centred),
+                 uncentred = fitted_cosine(i, BudgetCentring::uncentred);
     if (i < ratios.size() && ratios[i] > 1) {  // the minority cosine is defined by imbalance for R > 1
       gap_authors += std::abs(net - authors);
       gap_fitted += std::min(std::abs(net - centred), std::abs(net - uncentred));
@@ -246,6 +279,28 @@ std::string reproduce_minority_collapse(const ReproduceConfig& rc) {
       "to the nearer of the two fitted models it is {}: fitting the budgets closes {} of the gap.",
       format_number(gap_authors), format_number(gap_fitted),
       std::isnan(gap_closed) ? std::string("-") : fmt::format("{:.0f}%", 100 * gap_closed)));
+
+  // The seed-to-seed spread of each configuration.
+  {
+    std::vector<std::vector<json>> rows;
+    for (size_t i = 0; i < runs.size(); ++i) {
+      std::string per_seed;
+      for (int64_t s = 0; s < seeds; ++s)
+        per_seed += (s ? ", " : "") + format_number(value_or_nan(per_run[s * runs.size() + i], "minority_cosine"));
+      rows.push_back({runs[i].label, per_seed, value_or_nan(summaries[i], "minority_cosine"),
+                      value_or_nan(summaries[i], "minority_cosine_seed_std"),
+                      value_or_nan(summaries[i], "test_accuracy_minority"),
+                      value_or_nan(summaries[i], "test_accuracy_minority_seed_std")});
+    }
+    report.table("seed_spread",
+                 {"run", fmt::format("minority cosine, seeds {}..{}", base.seed, base.seed + seeds - 1), "mean",
+                  "std over seeds", "minority test accuracy, mean", "std over seeds"},
+                 rows);
+    if (seeds == 1)
+      report.paragraph(
+          "One seed per point (--seeds N runs N; the spread over seeds is then in this table and on "
+          "the error bars).");
+  }
 
   // ---- What this shows: verdicts from the numbers above, against the thresholds stated in each.
   std::vector<Claim> claims;

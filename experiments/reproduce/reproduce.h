@@ -17,6 +17,7 @@ struct ReproduceConfig {
   int64_t n_major = 0;  // 0: the study's default
   int threads = 0;
   uint64_t seed = 666;
+  int64_t seeds = 1;  // runs of each configuration, seeds seed .. seed + seeds - 1 (minority-collapse)
   bool quiet = false;
   bool force = false;             // start again the runs whose folders hold other settings
   int64_t stop_after_epochs = 0;  // > 0: stop the first unfinished run after this many epochs, no report

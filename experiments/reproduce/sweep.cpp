@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <limits>
 
 #include "experiments/report/plot.h"
 #include "experiments/run/folder.h"
@@ -93,6 +94,20 @@ TrainConfig shared_recipe(const ReproduceConfig& rc) {
 
 double value_or_nan(const json& j, const std::string& key) {
   return j.contains(key) && j[key].is_number() ? j[key].get<double>() : NAN;
+}
+
+SeedSpread seed_spread(const std::vector<double>& values) {
+  std::vector<double> finite;
+  for (double v : values)
+    if (std::isfinite(v)) finite.push_back(v);
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  if (finite.empty()) return {nan, nan};
+  double mean = 0;
+  for (double v : finite) mean += v;
+  mean /= static_cast<double>(finite.size());
+  double squares = 0;
+  for (double v : finite) squares += (v - mean) * (v - mean);
+  return {mean, finite.size() > 1 ? std::sqrt(squares / static_cast<double>(finite.size() - 1)) : 0.0};
 }
 
 }  // namespace peel

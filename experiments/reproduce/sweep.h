@@ -31,6 +31,13 @@ RunMetrics read_run_metrics(const ReproduceConfig& rc, const SweepRun& run);
 // (epochs 116 and 233 of 350 under --paper), the seed and threads asked for.
 TrainConfig shared_recipe(const ReproduceConfig& rc);
 
+// The mean and the sample standard deviation (n - 1; 0 for one value) of the finite values; NaN
+// when there are none.
+struct SeedSpread {
+  double mean = 0, std = 0;
+};
+SeedSpread seed_spread(const std::vector<double>& values);
+
 // summary[key] as a number, NaN when absent or null.
 double value_or_nan(const nlohmann::json& summary, const std::string& key);
 

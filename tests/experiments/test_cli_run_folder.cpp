@@ -5,6 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "tests/support/cli.h"
@@ -238,7 +239,9 @@ std::vector<std::string> reproduce_args(const fs::path& out, const std::string& 
 
 TEST(CliReproduce, MinorityCollapseReportOnSyntheticData) {
   const fs::path out = fresh_dir("mc");
-  const RunResult r = run(reproduce_args(out, "1"));
+  std::vector<std::string> args = reproduce_args(out, "1");
+  args.insert(args.end(), {"--seeds", "2"});
+  const RunResult r = run(args);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string html = read_file(out / "report.html");
   size_t figures = 0;
@@ -263,12 +266,25 @@ TEST(CliReproduce, MinorityCollapseReportOnSyntheticData) {
                 ::testing::AnyOf("supported", "partly supported", "not supported"));
     EXPECT_THAT(claim["at_paper_scale"].get<std::string>(), HasSubstr("--paper"));
   }
-  for (const char* run_name : {"R1", "R10", "R100", "R1000", "R1000-oversample", "R1000-reweight"})
+  for (const char* run_name : {"R1", "R10", "R100", "R1000", "R1000-oversample", "R1000-reweight"}) {
     EXPECT_TRUE(fs::exists(out / "runs" / run_name / "summary.json")) << run_name;
+    EXPECT_TRUE(fs::exists(out / "runs" / (std::string(run_name) + "-seed1") / "summary.json")) << run_name;
+  }
+  // Each point is the mean over the seeds, with their spread beside it.
+  const auto cosine_of = [&](const std::string& run_name) {
+    return nlohmann::json::parse(read_file(out / "runs" / run_name / "summary.json"))["minority_cosine"].get<double>();
+  };
+  const nlohmann::json& spread = report["tables"]["seed_spread"]["rows"];
+  ASSERT_EQ(spread.size(), 6u);
+  const double a = cosine_of("R10"), b = cosine_of("R10-seed1");
+  EXPECT_NEAR(spread[1][2].get<double>(), (a + b) / 2, 1e-12);
+  EXPECT_NEAR(spread[1][3].get<double>(), std::abs(a - b) / std::sqrt(2.0), 1e-12);
 
   // The same --out with other settings is refused before any training, naming the field.
   const auto before = snapshot(out);
-  const RunResult other = run(reproduce_args(out, "2"));
+  args = reproduce_args(out, "2");
+  args.insert(args.end(), {"--seeds", "2"});
+  const RunResult other = run(args);
   EXPECT_NE(other.exit_code, 0);
   EXPECT_THAT(other.output, AllOf(HasSubstr("runs/R1 holds a run with other settings"),
                                   HasSubstr("epochs: 1 (in the folder) vs 2 (asked)"), HasSubstr("--force")));
