@@ -1,8 +1,13 @@
-// `peel reproduce minority-collapse|neural-collapse`: a paper's experiment into DIR, with
+// `peel reproduce <study>`: a paper's experiment into DIR, with
 // DIR/report.html (experiments/reproduce/).
 #include "experiments/reproduce/reproduce.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <map>
+#include <string>
+#include <vector>
 
 #include "datasets/dataset.h"
 #include "experiments/cli/commands.h"
@@ -11,13 +16,24 @@
 
 namespace peel::cli {
 
+namespace {
+// Each study's name and what runs it.
+const std::map<std::string, std::string (*)(const ReproduceConfig&)> kStudies{
+    {"minority-collapse", reproduce_minority_collapse},
+    {"neural-collapse", reproduce_neural_collapse},
+    {"mitigation", reproduce_mitigation},
+};
+}  // namespace
+
 void register_reproduce_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("reproduce", "Reproduce a paper's experiment and write DIR/report.html");
   auto which = std::make_shared<std::string>();
   auto c = std::make_shared<ReproduceConfig>();
-  cmd->add_option("experiment", *which, "minority-collapse | neural-collapse")
+  std::vector<std::string> names;
+  for (const auto& [name, study] : kStudies) names.push_back(name);
+  cmd->add_option("experiment", *which, fmt::format("{}", fmt::join(names, " | ")))
       ->required()
-      ->check(CLI::IsMember({"minority-collapse", "neural-collapse"}));
+      ->check(CLI::IsMember(names));
   cmd->add_option("--out", c->out_dir, "Output directory")->required();
   add_data_option(cmd, c->data_dir);
   cmd->add_option("--dataset", c->dataset, "Override the data set")->check(CLI::IsMember(data::dataset_names()));
@@ -39,8 +55,7 @@ void register_reproduce_command(CLI::App& app) {
   cmd->callback([which, c] {
     ReproduceConfig config = *c;
     config.threads = capped_threads(config.threads);
-    const std::string report =
-        *which == "minority-collapse" ? reproduce_minority_collapse(config) : reproduce_neural_collapse(config);
+    const std::string report = kStudies.at(*which)(config);
     if (!report.empty() && !config.quiet) fmt::print("report written to {}\n", report);
   });
 }

@@ -29,5 +29,6 @@ struct ReproduceConfig {
 // stop_after_epochs stopped the sweep early.
 std::string reproduce_minority_collapse(const ReproduceConfig& config);
 std::string reproduce_neural_collapse(const ReproduceConfig& config);
+std::string reproduce_mitigation(const ReproduceConfig& config);
 
 }  // namespace peel

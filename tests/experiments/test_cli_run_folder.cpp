@@ -307,6 +307,25 @@ TEST(CliReproduce, NeuralCollapseReportSetsTheRunBesideThePaper) {
   fs::remove_all(out);
 }
 
+TEST(CliReproduce, MitigationReportSetsOversamplingBesideTheEffectiveRatio) {
+  const fs::path out = fresh_dir("mitigation");
+  const RunResult r = run({kPeel, "reproduce", "mitigation", "--dataset", "synthetic", "--n-major", "600", "--epochs",
+                           "1", "--threads", "2", "--quiet", "--out", out.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const nlohmann::json report = nlohmann::json::parse(read_file(out / "report.json"));
+  const nlohmann::json& rows = report["tables"]["mitigation"]["rows"];
+  ASSERT_EQ(rows.size(), 4u);  // w_r = 1, 10, 100 and reweighting
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_DOUBLE_EQ(rows[i][1].get<double>(), std::pow(10.0, static_cast<double>(i)));          // w_r
+    EXPECT_DOUBLE_EQ(rows[i][2].get<double>(), 100.0 / std::pow(10.0, static_cast<double>(i)));  // R / w_r
+  }
+  const nlohmann::json config = nlohmann::json::parse(read_file(out / "runs" / "oversample-x10" / "config.json"));
+  EXPECT_EQ(config["found"]["class_counts"][9], 6);  // "fixed=small": 6 images per minority class
+  EXPECT_EQ(config["oversample_factor"], 10);
+  EXPECT_EQ(report["claims"].size(), 2u);
+  fs::remove_all(out);
+}
+
 TEST(CliReproduce, WithoutGnuplotItFailsBeforeTraining) {
   const fs::path out = fresh_dir("no_gnuplot");
   const RunResult r = run(reproduce_args(out, "1"), {.path_env = "/nonexistent"});
