@@ -123,6 +123,7 @@ void register_bench_command(CLI::App& app) {
     options.threads = capped_threads(options.threads);
     run_train_step_bench(options);
   });
+  register_bench_infer_command(bench);
 }
 
 }  // namespace peel::cli

@@ -9,6 +9,7 @@ namespace peel::cli {
 void register_demo_command(CLI::App& app);
 void register_lpm_command(CLI::App& app);
 void register_bench_command(CLI::App& app);
+void register_bench_infer_command(CLI::App* bench);  // `peel bench infer`, under `peel bench`
 void register_train_command(CLI::App& app);
 void register_fetch_command(CLI::App& app);
 void register_reproduce_command(CLI::App& app);
