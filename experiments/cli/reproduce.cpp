@@ -15,9 +15,9 @@ void register_reproduce_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("reproduce", "Reproduce a paper's experiment and write DIR/report.html");
   auto which = std::make_shared<std::string>();
   auto c = std::make_shared<ReproduceConfig>();
-  cmd->add_option("experiment", *which, "minority-collapse | neural-collapse")
+  cmd->add_option("experiment", *which, "minority-collapse | neural-collapse | square-loss")
       ->required()
-      ->check(CLI::IsMember({"minority-collapse", "neural-collapse"}));
+      ->check(CLI::IsMember({"minority-collapse", "neural-collapse", "square-loss"}));
   cmd->add_option("--out", c->out_dir, "Output directory")->required();
   add_data_option(cmd, c->data_dir);
   cmd->add_option("--dataset", c->dataset, "Override the data set")->check(CLI::IsMember(data::dataset_names()));
@@ -35,8 +35,9 @@ void register_reproduce_command(CLI::App& app) {
   cmd->callback([which, c] {
     ReproduceConfig config = *c;
     config.threads = capped_threads(config.threads);
-    const std::string report =
-        *which == "minority-collapse" ? reproduce_minority_collapse(config) : reproduce_neural_collapse(config);
+    const std::string report = *which == "minority-collapse" ? reproduce_minority_collapse(config)
+                               : *which == "square-loss"     ? reproduce_square_loss(config)
+                                                             : reproduce_neural_collapse(config);
     if (!report.empty() && !config.quiet) fmt::print("report written to {}\n", report);
   });
 }

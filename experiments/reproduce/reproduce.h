@@ -28,5 +28,6 @@ struct ReproduceConfig {
 // stop_after_epochs stopped the sweep early.
 std::string reproduce_minority_collapse(const ReproduceConfig& config);
 std::string reproduce_neural_collapse(const ReproduceConfig& config);
+std::string reproduce_square_loss(const ReproduceConfig& config);  // square_loss.cpp, docs/square-loss.md
 
 }  // namespace peel
