@@ -11,6 +11,7 @@
 #include <string>
 
 #include "experiments/cli/commands.h"
+#include "experiments/lpm/from_run.h"
 #include "tensor/error.h"
 #include "tensor/io/file_io.h"
 
@@ -24,6 +25,7 @@ struct LpmArgs {
   bool json = false;
   bool sweep = false;
   std::string out;
+  std::string from_run;  // a training run's folder: fit the model to it
   SdpOptions sdp;
   NonconvexOptions nonconvex;
 };
@@ -237,6 +239,46 @@ void run_sweep(const LpmArgs& args) {
   fmt::print("{} solves in {:.3f} s\n", sweep.points.size(), sweep.seconds);
 }
 
+// `peel lpm --from-run DIR`: the model fitted to a run at each measured epoch (experiments/lpm/from_run.h).
+void run_from_run(const LpmArgs& args) {
+  const LpmRunFit fit = fit_lpm_to_run(args.from_run);
+  const RunImbalance& run = fit.imbalance;
+  nlohmann::ordered_json j;
+  j["run"] = fit.dir;
+  j["classes"] = run.classes;
+  j["majority"] = run.majority;
+  j["ratio"] = run.ratio();
+  j["minority_weight"] = run.minority_weight;
+  j["authors_minority_cosine"] = fit.authors_minority_cosine;
+  j["epochs"] = nlohmann::ordered_json::array();
+  for (const LpmFitRow& r : fit.rows)
+    j["epochs"].push_back({{"epoch", r.epoch},
+                           {"network_minority_cosine", r.network_minority_cosine},
+                           {"e_w", r.budgets.e_w},
+                           {"e_h", r.budgets.e_h},
+                           {"e_h_centred", r.budgets.e_h_centred},
+                           {"fitted_minority_cosine", r.fitted_minority_cosine},
+                           {"fitted_vanished", r.fitted_collapsed},
+                           {"fitted_centred_minority_cosine", r.fitted_centred_minority_cosine},
+                           {"fitted_centred_vanished", r.fitted_centred_collapsed}});
+  if (!args.out.empty()) io::write_file_atomic(args.out, j.dump(2) + "\n");
+  if (args.json) {
+    fmt::print("{}\n", j.dump());
+    return;
+  }
+  fmt::print("Layer-Peeled Model fitted to {}: K = {} ({} majority), R = {:g}, w_r = {:g}\n", fit.dir, run.classes,
+             run.majority, run.ratio(), run.minority_weight);
+  fmt::print("at the authors' constants (E_W = 1, E_H = 5): minority cosine {}\n",
+             fixed(fit.authors_minority_cosine, 4));
+  fmt::print("{:>6} {:>9} {:>9} {:>9} {:>9} {:>12} {:>12}\n", "epoch", "network", "E_W", "E_H", "E_H cent", "LPM(E_H)",
+             "LPM(E_H c)");
+  auto shown = [](double cosine, bool vanished) { return vanished ? std::string("vanished") : fixed(cosine, 4); };
+  for (const LpmFitRow& r : fit.rows)
+    fmt::print("{:>6} {:>9} {:>9.4g} {:>9.4g} {:>9.4g} {:>12} {:>12}\n", r.epoch, fixed(r.network_minority_cosine, 4),
+               r.budgets.e_w, r.budgets.e_h, r.budgets.e_h_centred, shown(r.fitted_minority_cosine, r.fitted_collapsed),
+               shown(r.fitted_centred_minority_cosine, r.fitted_centred_collapsed));
+}
+
 // CLI11 check: a finite number > lower (or >= lower when `inclusive`), with a readable message.
 CLI::Validator finite_above(double lower, bool inclusive) {
   return CLI::Validator(
@@ -283,6 +325,12 @@ void register_lpm_command(CLI::App& app) {
   cmd->add_option(
       "--out", args->out,
       "Also write the result to FILE, atomically (one R: JSON; sweep: JSON if FILE ends in .json, else CSV)");
+  cmd->add_option("--from-run", args->from_run,
+                  "Fit the model to a training run's folder: its budgets E_W, E_H at every measured epoch, "
+                  "its class counts and mitigation")
+      ->check(CLI::ExistingDirectory)
+      ->excludes(ratio)
+      ->excludes("--sweep");
   cmd->add_option("--feature-dim", args->nonconvex.feature_dim, "Nonconvex solver: feature dimension p (0 = 2K)")
       ->check(CLI::Range(int64_t{0}, int64_t{100000}))
       ->capture_default_str();
@@ -298,7 +346,9 @@ void register_lpm_command(CLI::App& app) {
     PEEL_CHECK(args->problem.majority <= args->problem.classes, "lpm: --majority {} exceeds --classes {}",
                args->problem.majority, args->problem.classes);
     args->problem.validate();
-    if (args->sweep)
+    if (!args->from_run.empty())
+      run_from_run(*args);
+    else if (args->sweep)
       run_sweep(*args);
     else
       run_single(*args);

@@ -6,6 +6,7 @@
 
 #include "autograd/variable.h"
 #include "datasets/loader.h"
+#include "experiments/lpm/fitted.h"
 #include "tensor/error.h"
 
 namespace peel {
@@ -66,6 +67,8 @@ EpochMeasurement measure_epoch(nn::Network& model, const TrainingData& d, const 
                                                      .global_mean = global_mean});
   const Accuracy test_accuracy = accuracy_from_logits(test.logits, d.test.labels, d.minority_classes);
   const WeightSpectrum classifier = weight_spectrum(model.classifier().weight.value());
+  const NetworkBudgets budgets =  // the Layer-Peeled Model's E_W and E_H, as this network has them
+      network_budgets(train.features, d.train.labels, d.train.num_classes, model.classifier().weight.value());
 
   EpochMeasurement m;
   m.columns = {{"epoch", static_cast<double>(tally.epoch + 1)},
@@ -73,7 +76,7 @@ EpochMeasurement measure_epoch(nn::Network& model, const TrainingData& d, const 
                {"train_loss", tally.mean_loss()},
                {"train_running_accuracy", tally.accuracy()}};
   for (const MetricColumns& part : {collapse.accuracy.to_columns("train_"), test_accuracy.to_columns("test_"),
-                                    collapse.to_columns(), classifier.to_columns("classifier_")})
+                                    collapse.to_columns(), classifier.to_columns("classifier_"), budgets.to_columns()})
     m.columns.insert(m.columns.end(), part.begin(), part.end());
   m.line = fmt::format("loss {:.4f}  train acc {:.2f}%  test acc {:.2f}%  NC1 {:.3g}  minority cos {:.3f}",
                        tally.mean_loss(), 100 * collapse.accuracy.overall, 100 * test_accuracy.overall, collapse.nc1,

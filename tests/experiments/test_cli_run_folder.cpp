@@ -243,17 +243,26 @@ TEST(CliReproduce, MinorityCollapseReportOnSyntheticData) {
   const std::string html = read_file(out / "report.html");
   size_t figures = 0;
   for (size_t at = html.find("<svg"); at != std::string::npos; at = html.find("<svg", at + 1)) ++figures;
-  EXPECT_EQ(figures, 8u);
-  EXPECT_THAT(html, AllOf(HasSubstr("Layer-Peeled Model (true cosine)"), HasSubstr("Summary of every run")));
+  EXPECT_EQ(figures, 9u);
+  EXPECT_THAT(html, AllOf(HasSubstr("Layer-Peeled Model (true cosine)"), HasSubstr("Summary of every run"),
+                          HasSubstr("LPM fitted to the network"), HasSubstr("What this shows")));
   EXPECT_THAT(html, Not(HasSubstr("<script")));  // self-contained: nothing to fetch or run
   // Beside it: every figure as a PNG, and report.json with each figure's data and each table.
   const nlohmann::json report = nlohmann::json::parse(read_file(out / "report.json"));
-  ASSERT_EQ(report["figures"].size(), 8u);
+  ASSERT_EQ(report["figures"].size(), 9u);
   for (const auto& figure : report["figures"]) {
     EXPECT_THAT(read_file(out / figure["png"].get<std::string>()), ::testing::StartsWith("\x89PNG"));
     EXPECT_FALSE(figure["series"].empty());
   }
   EXPECT_EQ(report["tables"]["summary"]["rows"].size(), 6u);
+  EXPECT_EQ(report["tables"]["lpm_fitted"]["rows"].size(), 6u);
+  // Four claims, each with a verdict computed from the runs and the command that tests it at scale.
+  ASSERT_EQ(report["claims"].size(), 4u);
+  for (const auto& claim : report["claims"]) {
+    EXPECT_THAT(claim["verdict"].get<std::string>(),
+                ::testing::AnyOf("supported", "partly supported", "not supported"));
+    EXPECT_THAT(claim["at_paper_scale"].get<std::string>(), HasSubstr("--paper"));
+  }
   for (const char* run_name : {"R1", "R10", "R100", "R1000", "R1000-oversample", "R1000-reweight"})
     EXPECT_TRUE(fs::exists(out / "runs" / run_name / "summary.json")) << run_name;
 
