@@ -238,7 +238,8 @@ std::string reproduce_square_loss(const ReproduceConfig& rc) {
   report.section("Rank over training");
   const std::string widest = layers[layers.size() >= 2 ? layers.size() - 2 : 0];  // the last conv of small_cnn
   for (const std::string& prefix : {std::string("rank_"), std::string("stable_rank_")}) {
-    Plot p{.title = fmt::format("{}{} against epoch", prefix, widest), .x_label = "epoch", .y_label = prefix + widest};
+    const std::string what = prefix == "rank_" ? "rank" : "stable rank";  // gnuplot reads '_' as a subscript
+    Plot p{.title = fmt::format("{} of {} against epoch", what, widest), .x_label = "epoch", .y_label = what};
     for (size_t i = 0; i <= ce_index; ++i)
       p.series.push_back({runs[i].label, metrics[i]["epoch"], metrics[i][prefix + widest],
                           i < 5              ? "lines"
@@ -290,14 +291,14 @@ std::string reproduce_square_loss(const ReproduceConfig& rc) {
   report.section("The MSE decomposition against epoch");
   {
     const RunMetrics& m = metrics[bn_base];
-    Plot p{.title = "L_NC1, L_NC2/3 and L_perp against epoch (BN, WD 5e-4)",
+    Plot p{.title = "L_{NC1}, L_{NC2/3} and L_{perp} against epoch (BN, WD 5e-4)",
            .x_label = "epoch",
            .y_label = "loss term",
            .log_y = true};
     p.series.push_back({"L (the decomposed loss)", m.at("epoch"), m.at("mse_loss"), "lines"});
-    p.series.push_back({"L_NC1", m.at("epoch"), m.at("lnc1")});
-    p.series.push_back({"L_NC2/3", m.at("epoch"), m.at("lnc23")});
-    p.series.push_back({"L_perp", m.at("epoch"), m.at("lperp")});
+    p.series.push_back({"L_{NC1}", m.at("epoch"), m.at("lnc1")});
+    p.series.push_back({"L_{NC2/3}", m.at("epoch"), m.at("lnc23")});
+    p.series.push_back({"L_{perp}", m.at("epoch"), m.at("lperp")});
     report.figure(p, "L = (1/2N) sum ||W h + b - e_y||^2 + (lambda/2)(||W||^2 + ||b||^2) at lambda = K WD / 2.");
   }
   for (const std::string& term : {std::string("lnc1"), std::string("lnc23"), std::string("lperp")}) {
