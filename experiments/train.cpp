@@ -72,6 +72,8 @@ json run_training(const TrainConfig& c, const RunOptions& options) {
   int64_t first_epoch = 0;
   if (start == RunStart::from_checkpoint) first_epoch = folder.restore(*model, sgd, timing, metrics);
   if (start == RunStart::fresh) folder.write_config(c, found_in_data(c, data, class_weights));
+  const SquareLossMeasureOptions square = square_loss_measure_options(c, data.train.num_classes);
+  if (start == RunStart::fresh && square.rank) folder.write_measured_spectra(0, initial_spectra(*model, data, square));
   const int64_t end_epoch =
       options.stop_after_epochs > 0 ? std::min(c.epochs, first_epoch + options.stop_after_epochs) : c.epochs;
   if (start == RunStart::from_checkpoint && !options.quiet)
@@ -101,9 +103,10 @@ json run_training(const TrainConfig& c, const RunOptions& options) {
     check_parameters_finite(*model, epoch);
 
     if ((epoch + 1) % c.metrics_every == 0 || epoch + 1 == c.epochs) {
-      EpochMeasurement m = measure_epoch(*model, data, tally, lr, c.global_mean);
+      EpochMeasurement m = measure_epoch(*model, data, tally, lr, c.global_mean, square);
       metrics.append(m.columns, folder.path("metrics.csv"));
       folder.write_metrics(metrics);
+      if (square.rank) folder.write_measured_spectra(epoch + 1, m.spectra);
       progress.epoch_done(epoch, m.line);
     } else {
       progress.epoch_done(epoch,

@@ -22,6 +22,7 @@ const std::map<std::string, std::string (*)(const ReproduceConfig&)> kStudies{
     {"minority-collapse", reproduce_minority_collapse},
     {"neural-collapse", reproduce_neural_collapse},
     {"mitigation", reproduce_mitigation},
+    {"square-loss", reproduce_square_loss},
 };
 }  // namespace
 

@@ -91,6 +91,16 @@ void add_train_options(CLI::App* cmd, TrainConfig& c) {
       ->group(kSettings);
   add_enum_option(cmd, "--global-mean", c.global_mean, "all-samples (Fang et al.) | class-means (Papyan et al.)")
       ->group(kSettings);
+  cmd->add_flag("--measure-rank", c.measure_rank,
+                "Also measure the rank of every weight, the classifier and the class means (docs/square-loss.md)")
+      ->group(kSettings);
+  cmd->add_option("--rank-epsilon", c.rank_epsilon, "--measure-rank: eps of the rank_rel count s_i / s_max > eps")
+      ->check(CLI::Range(1e-12, 0.999999))
+      ->capture_default_str()
+      ->group(kSettings);
+  cmd->add_flag("--measure-mse-decomposition", c.measure_mse_decomposition,
+                "Also measure the MSE decomposition L_NC1, L_NC2/3, L_perp (docs/square-loss.md)")
+      ->group(kSettings);
   cmd->add_option("--test-limit", c.test_limit, "Evaluate on the first N test images only (0 = all)")
       ->check(CLI::NonNegativeNumber)
       ->group(kSettings);

@@ -4,8 +4,10 @@
 #include <cmath>
 #include <limits>
 
+#include "autograd/variable.h"
 #include "experiments/collapse/blas_threads.h"
 #include "experiments/collapse/stats.h"
+#include "nn/layers.h"
 #include "tensor/error.h"
 
 namespace peel {
@@ -15,12 +17,6 @@ namespace {
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 nlohmann::json number_or_null(double v) { return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v); }
-
-bool ends_with_weight(const std::string& name) {
-  const std::string suffix = ".weight";
-  return name == "weight" ||
-         (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0);
-}
 
 }  // namespace
 
@@ -66,12 +62,13 @@ MatrixRank weight_rank(const std::string& name, const Tensor& weight, const Rank
   return r;
 }
 
-std::vector<MatrixRank> weight_ranks(const nn::Module& model, const RankOptions& options) {
+std::vector<MatrixRank> weight_ranks(nn::Module& model, const RankOptions& options) {
+  ag::NoGradGuard no_grad;
   std::vector<MatrixRank> out;
-  for (const auto& [name, p] : model.named_parameters()) {
-    const Tensor& w = p.value();
-    if (ends_with_weight(name) && (w.dim() == 2 || w.dim() == 4)) out.push_back(weight_rank(name, w, options));
-  }
+  for (const auto& [name, module] : model.named_modules())
+    if (const auto* layer = dynamic_cast<const nn::WeightedLayer*>(module))
+      out.push_back(
+          weight_rank(name.empty() ? "weight" : name + ".weight", layer->effective_weight().value(), options));
   return out;
 }
 
@@ -128,7 +125,10 @@ RankReport rank_report(nn::Network& model, const Tensor& features, std::span<con
   RankReport report;
   report.options = options;
   report.weights = weight_ranks(model, options);
-  report.classifier = weight_rank("classifier", model.classifier().weight.value(), options);
+  {
+    ag::NoGradGuard no_grad;
+    report.classifier = weight_rank("classifier", model.classifier().effective_weight().value(), options);
+  }
   report.class_means = class_mean_rank(class_means(features, labels, num_classes), global_mean, options);
   return report;
 }

@@ -56,10 +56,12 @@ MatrixRank matrix_rank(const std::string& name, const MatrixD& matrix, const Ran
 MatrixD weight_as_matrix(const Tensor& weight);
 MatrixRank weight_rank(const std::string& name, const Tensor& weight, const RankOptions& options = {});
 
-// Every weight matrix of a model, in the model's parameter order: the parameters named "weight" or
-// "*.weight" with 2 dimensions (Linear) or 4 (Conv2d). Norm layers' scales are 1-d, except
-// LayerNorm over (C,H,W) whose 3-d elementwise scale is not a linear map and is left out.
-std::vector<MatrixRank> weight_ranks(const nn::Module& model, const RankOptions& options = {});
+// Every weight matrix of a model, in registration order: the weight each Linear and Conv2d applies
+// (WeightedLayer::effective_weight), named "<module>.weight". For a plain layer that is its
+// parameter `weight`; under weight normalisation (--norm wn, parameters weight_g and weight_v) it is
+// g v / ||v||, and under weight standardisation the standardised weight. Norm layers' scales are
+// not linear maps of the features and are left out.
+std::vector<MatrixRank> weight_ranks(nn::Module& model, const RankOptions& options = {});
 
 // The centred class means as a matrix (classes present x D), rows mu_c - mu_G with mu_G chosen as
 // in the collapse metrics (collapse.h: GlobalMean). Both centrings give rank <= K - 1, since
@@ -70,7 +72,7 @@ MatrixRank class_mean_rank(const ClassMeans& means, GlobalMean global_mean, cons
 struct RankReport {
   RankOptions options;
   std::vector<MatrixRank> weights;  // weight_ranks(model)
-  MatrixRank classifier;            // the network's classifier weight (K x D), named "classifier"
+  MatrixRank classifier;            // the weight the classifier applies (K x D), named "classifier"
   MatrixRank class_means;           // class_mean_rank(...), named "class_means"
 
   // The columns of every weight, then of "classifier" and "class_means" (5 per matrix).

@@ -30,5 +30,6 @@ struct ReproduceConfig {
 std::string reproduce_minority_collapse(const ReproduceConfig& config);
 std::string reproduce_neural_collapse(const ReproduceConfig& config);
 std::string reproduce_mitigation(const ReproduceConfig& config);
+std::string reproduce_square_loss(const ReproduceConfig& config);  // square_loss.cpp, docs/square-loss.md
 
 }  // namespace peel

@@ -32,6 +32,7 @@ void check_config(const TrainConfig& c) {
   PEEL_CHECK(c.loss == Loss::cross_entropy || c.class_weights == ClassWeights::none,
              "class_weights applies to the cross-entropy loss only");
   PEEL_CHECK(c.lr > 0 && std::isfinite(c.lr), "lr must be positive, got {}", c.lr);
+  PEEL_CHECK(c.rank_epsilon > 0 && c.rank_epsilon < 1, "rank_epsilon must be in (0, 1), got {}", c.rank_epsilon);
   PEEL_CHECK(c.estbn_moving_speed > 0 && c.estbn_moving_speed <= 1, "estbn_moving_speed must be in (0, 1], got {}",
              c.estbn_moving_speed);
 }

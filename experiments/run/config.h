@@ -107,6 +107,11 @@ struct TrainConfig {
   // Measurement
   int64_t metrics_every = 1;  // collapse metrics every this many epochs (and at the last)
   GlobalMean global_mean = GlobalMean::AllSamples;
+  // The square-loss study's measurements (collapse/rank_over_training.h), off by default: the rank
+  // measures of every weight, the classifier and the class means, with spectra/epoch-NNN.json; and
+  // the MSE decomposition L_NC1, L_NC2/3, L_perp. rank_epsilon: the eps of the s_i / s_1 > eps count.
+  bool measure_rank = false, measure_mse_decomposition = false;
+  double rank_epsilon = 1e-3;
   // Run
   uint64_t seed = 666;
   int threads = 0;  // 0 = all cores
@@ -117,7 +122,8 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(TrainConfig, dataset, data_dir, 
                                                 estbn_moving_speed, loss, mse_target_scale, mse_loss_scale, sampler,
                                                 oversample_factor, class_weights, lr, schedule, milestones,
                                                 warmup_epochs, epochs, batch, momentum, weight_decay, metrics_every,
-                                                global_mean, seed, threads, conv_backend)
+                                                global_mean, measure_rank, measure_mse_decomposition, rank_epsilon,
+                                                seed, threads, conv_backend)
 
 // Throws naming the first setting that makes no sense (or that no choice offers).
 void check_config(const TrainConfig& config);

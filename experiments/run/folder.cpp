@@ -145,8 +145,10 @@ FolderState inspect_run_folder(const std::string& dir, const TrainConfig& asked)
 }
 
 RunStart RunFolder::prepare(const TrainConfig& config, ExistingRun existing, bool quiet) {
-  if (existing == ExistingRun::restart)
+  if (existing == ExistingRun::restart) {
     for (const char* file : kRunFiles) fs::remove(path(file));
+    fs::remove_all(path("spectra"));
+  }
   const FolderState s = inspect_run_folder(dir_, config);
   const bool holds_run = s.has_config || s.has_checkpoint || s.measured_epochs > 0 || s.complete;
   if (holds_run) {
@@ -239,5 +241,14 @@ json RunFolder::read_summary() const {
 }
 
 void RunFolder::write_spectra(const json& spectra) const { write_text(path("spectra.json"), spectra.dump() + "\n"); }
+
+void RunFolder::write_measured_spectra(int64_t epoch, const json& spectra) const {
+  std::error_code error;
+  fs::create_directories(path("spectra"), error);
+  PEEL_CHECK(!error, "cannot create {}: {}", path("spectra"), error.message());
+  json j = spectra;
+  j["epoch"] = epoch;
+  write_text(path(fmt::format("spectra/epoch-{:03d}.json", epoch)), j.dump() + "\n");
+}
 
 }  // namespace peel

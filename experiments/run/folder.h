@@ -4,6 +4,7 @@
 //   checkpoint.peel  model, optimizer state, epochs done and time spent, after every epoch
 //   summary.json     the last measured row and the timing, once the run is complete
 //   spectra.json     singular values of every weight matrix at the end
+//   spectra/         with --measure-rank, epoch-NNN.json: the spectra of each measurement
 //   .lock            held (flock) by the one process that writes into the folder
 // Every file is written atomically (io::write_file_atomic), so a kill at any moment leaves the
 // previous complete state. A folder is never silently reused: an existing run continues only when
@@ -84,6 +85,8 @@ class RunFolder {
   void write_summary(const nlohmann::json& summary) const;
   nlohmann::json read_summary() const;
   void write_spectra(const nlohmann::json& spectra) const;
+  // spectra/epoch-NNN.json: the square-loss study's spectra measured after `epoch` epochs (0: before training).
+  void write_measured_spectra(int64_t epoch, const nlohmann::json& spectra) const;
 
  private:
   std::string dir_;

@@ -55,7 +55,7 @@ Evaluation evaluate(nn::Network& model, const data::Dataset& split, int64_t batc
 }
 
 EpochMeasurement measure_epoch(nn::Network& model, const TrainingData& d, const EpochTally& tally, double lr,
-                               GlobalMean global_mean) {
+                               GlobalMean global_mean, const SquareLossMeasureOptions& square) {
   const Evaluation train = evaluate(model, d.train), test = evaluate(model, d.test);
   const CollapseMetrics collapse = collapse_metrics({.features = train.features,
                                                      .labels = d.train.labels,
@@ -81,7 +81,16 @@ EpochMeasurement measure_epoch(nn::Network& model, const TrainingData& d, const 
   m.line = fmt::format("loss {:.4f}  train acc {:.2f}%  test acc {:.2f}%  NC1 {:.3g}  minority cos {:.3f}",
                        tally.mean_loss(), 100 * collapse.accuracy.overall, 100 * test_accuracy.overall, collapse.nc1,
                        collapse.minority_cosine);
+  SquareLossMeasurement sq = measure_square_loss(model, train.features, d.train.labels, d.train.num_classes, square);
+  m.columns.insert(m.columns.end(), sq.columns.begin(), sq.columns.end());
+  m.spectra = std::move(sq.spectra);
   return m;
+}
+
+nlohmann::json initial_spectra(nn::Network& model, const TrainingData& d, const SquareLossMeasureOptions& square) {
+  return measure_square_loss(model, evaluate(model, d.train).features, d.train.labels, d.train.num_classes,
+                             {.rank = true, .rank_options = square.rank_options, .global_mean = square.global_mean})
+      .spectra;
 }
 
 }  // namespace peel

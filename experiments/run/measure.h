@@ -6,6 +6,7 @@
 #include <string>
 
 #include "experiments/collapse/collapse.h"
+#include "experiments/collapse/rank_over_training.h"
 #include "experiments/run/data.h"
 #include "nn/models.h"
 
@@ -34,10 +35,13 @@ struct Evaluation {
 Evaluation evaluate(nn::Network& model, const data::Dataset& split, int64_t batch_size = 256);
 
 struct EpochMeasurement {
-  MetricColumns columns;  // metrics.csv's row, starting with epoch
-  std::string line;       // what the progress line says about it
+  MetricColumns columns;   // metrics.csv's row, starting with epoch
+  std::string line;        // what the progress line says about it
+  nlohmann::json spectra;  // the square-loss study's singular values (null unless square.rank)
 };
 EpochMeasurement measure_epoch(nn::Network& model, const TrainingData& data, const EpochTally& tally, double lr,
-                               GlobalMean global_mean);
+                               GlobalMean global_mean, const SquareLossMeasureOptions& square = {});
+// The square-loss study's spectra before training (spectra/epoch-000.json).
+nlohmann::json initial_spectra(nn::Network& model, const TrainingData& data, const SquareLossMeasureOptions& square);
 
 }  // namespace peel
