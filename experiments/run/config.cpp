@@ -34,6 +34,10 @@ void check_config(const TrainConfig& c) {
   PEEL_CHECK(c.lr > 0 && std::isfinite(c.lr), "lr must be positive, got {}", c.lr);
   PEEL_CHECK(c.estbn_moving_speed > 0 && c.estbn_moving_speed <= 1, "estbn_moving_speed must be in (0, 1], got {}",
              c.estbn_moving_speed);
+  PEEL_CHECK(!c.sync_bn || c.norm == nn::Norm::bn ||
+                 (c.norm == nn::Norm::bcn_ws && c.bcn_batch_part == nn::BcnBatchPart::batch),
+             "sync_bn needs batch statistics to synchronise: norm bn, or bcn+ws with bcn_batch_part batch (norm is {})",
+             enum_name(c.norm));
 }
 
 std::vector<int64_t> effective_milestones(const TrainConfig& c) {
