@@ -8,8 +8,8 @@
 //
 // Under `mpirun -np N` (experiments/distributed/) every rank runs this loop on its shard of each
 // batch: its loss is scaled by the shard's share of the batch's mean loss, the gradients are summed
-// over the ranks before the step, and rank 0 alone measures and writes the run folder. With one
-// process those steps do nothing.
+// over the ranks before the step, each rank evaluates a share of the images the metrics need, and
+// rank 0 alone writes the run folder. With one process those steps do nothing.
 #include "experiments/train.h"
 
 #include <fmt/format.h>
@@ -134,12 +134,10 @@ json run_training(const TrainConfig& c, const RunOptions& options) {
     dist::check_same_parameters(comm, *model);
     dist::broadcast_buffers(comm, *model);  // rank 0's running statistics, as DDP's broadcast_buffers
 
-    if (!comm.is_root()) {
-      // Rank 0 measures and saves; the others go on to the next epoch's first gradient sum.
-    } else if ((epoch + 1) % c.metrics_every == 0 || epoch + 1 == c.epochs) {
-      EpochMeasurement m = measure_epoch(*model, data, tally, lr, c.global_mean);
-      metrics.append(m.columns, folder->path("metrics.csv"));
-      folder->write_metrics(metrics);
+    if ((epoch + 1) % c.metrics_every == 0 || epoch + 1 == c.epochs) {
+      EpochMeasurement m = measure_epoch(*model, data, tally, lr, c.global_mean);  // each rank evaluates a share
+      metrics.append(m.columns, options.out_dir + "/metrics.csv");
+      if (comm.is_root()) folder->write_metrics(metrics);
       progress.epoch_done(epoch, m.line);
     } else {
       progress.epoch_done(epoch,
