@@ -70,12 +70,23 @@ struct Tally {
   }
 };
 
+Communicator* active = nullptr;  // a LocalScope's communicator; null: the job's
+
 }  // namespace
 
-Communicator& world() {
+Communicator& job() {
   static Communicator comm;
   return comm;
 }
+
+Communicator& world() { return active != nullptr ? *active : job(); }
+
+LocalScope::LocalScope() : previous_(active) {
+  static Communicator alone;  // rank 0 of 1
+  active = &alone;
+}
+
+LocalScope::~LocalScope() { active = previous_; }
 
 bool built_with_mpi() {
 #ifdef PEEL_HAVE_MPI
@@ -86,7 +97,7 @@ bool built_with_mpi() {
 }
 
 void init(int* argc, char*** argv) {
-  Communicator& comm = world();
+  Communicator& comm = job();
   comm.timeout_ = timeout_from_environment();
   if (!launched_by_mpirun()) return;
 #ifdef PEEL_HAVE_MPI

@@ -46,15 +46,31 @@ class Communicator {
   void reset_traffic() const { traffic_ = {}; }
 
  private:
-  friend Communicator& world();
+  friend Communicator& job();
   friend void init(int* argc, char*** argv);
   int rank_ = 0, size_ = 1;
   double timeout_ = 600;
   mutable Traffic traffic_;
 };
 
-// The job's communicator: MPI's world after init() under mpirun, this process alone otherwise.
+// The communicator training uses: the job's (MPI's world after init() under mpirun, this process
+// alone otherwise), or this process alone inside a LocalScope.
 Communicator& world();
+// The job's communicator, whatever the scope.
+Communicator& job();
+
+// Within its scope world() is this process alone: for a run that one rank trains by itself while
+// the other ranks train others (a sweep spread over the ranks, experiments/reproduce/sweep.h).
+class LocalScope {
+ public:
+  LocalScope();
+  ~LocalScope();
+  LocalScope(const LocalScope&) = delete;
+  LocalScope& operator=(const LocalScope&) = delete;
+
+ private:
+  Communicator* previous_;
+};
 
 // Joins the MPI job when this process was started by mpirun (MPI_Init_thread); otherwise, or in a
 // build without MPI, does nothing. Call once at the start of main.

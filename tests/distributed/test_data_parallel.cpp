@@ -3,12 +3,14 @@
 // parameter equals the single process's to 1e-5 relative (small_cnn with --sync-bn, and small_cnn
 // without batch norm), and the metrics of a short run agree. A rank that is killed or hangs ends
 // the whole job with a message, and the rerun resumes from the last checkpoint to the same numbers.
+// A sweep spread over the ranks trains the runs one process trains, and rank 0 writes the report.
 // Every test is skipped, saying why, where mpirun is missing. MPI talks over loopback only.
 #include <dirent.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "experiments/distributed/comm.h"
@@ -274,4 +276,31 @@ TEST(DataParallel, AHangingRankTimesOutAndTheRerunResumesToTheSameNumbers) {
   // A stopped rank never answers: the other waits PEEL_RANK_TIMEOUT seconds, then ends the job.
   expect_lost_rank_stops_and_resumes("stopped", SIGSTOP, {"-x", "PEEL_RANK_TIMEOUT=3"}, 60,
                                      "no answer from the other ranks");
+}
+
+TEST(DataParallel, ASweepSpreadOverRanksTrainsTheSameRunsAndRankZeroWritesTheReport) {
+  SKIP_WITHOUT_MPI();
+  const fs::path one = fresh_dir("sweep_one"), two = fresh_dir("sweep_two");
+  auto sweep = [](const fs::path& out) {
+    return std::vector<std::string>{
+        kPeel,       "reproduce", "minority-collapse", "--dataset", "synthetic", "--epochs", "1",
+        "--n-major", "20",        "--threads",         "1",         "--quiet",   "--out",    out.string()};
+  };
+  const RunResult single = run(sweep(one));
+  ASSERT_EQ(single.exit_code, 0) << single.output;
+  const RunResult ranks = run(mpirun(2, sweep(two)));
+  ASSERT_EQ(ranks.exit_code, 0) << ranks.output;
+  int compared = 0;
+  for (const auto& entry : fs::directory_iterator(one / "runs")) {
+    const fs::path name = entry.path().filename();
+    EXPECT_EQ(read_file(two / "runs" / name / "metrics.csv"), read_file(entry.path() / "metrics.csv")) << name;
+    ++compared;
+  }
+  EXPECT_EQ(compared, 6);
+  const auto report_one = nlohmann::json::parse(read_file(one / "report.json"));
+  const auto report_two = nlohmann::json::parse(read_file(two / "report.json"));
+  EXPECT_EQ(report_two["claims"], report_one["claims"]);
+  EXPECT_EQ(report_two["values"], report_one["values"]);
+  fs::remove_all(one);
+  fs::remove_all(two);
 }
