@@ -24,14 +24,21 @@ Layout batch_layout(int64_t C, int64_t H, int64_t W, bool channels_last) {
 
 Batch make_batch(const Dataset& data, std::span<const int64_t> indices, const LoaderOptions& o, int64_t epoch,
                  int64_t batch_index) {
-  const int64_t B = static_cast<int64_t>(indices.size());
+  const int64_t whole = static_cast<int64_t>(indices.size());
+  const int64_t first = shard_begin(whole, o.shard, o.shards), B = shard_begin(whole, o.shard + 1, o.shards) - first;
   const int64_t C = data.channels(), H = data.height(), W = data.width(), plane = H * W;
   const bool channels_last = o.channels_last && C > 1;  // for C = 1 both layouts are the same memory
   Batch batch;
   batch.epoch = epoch;
   batch.index = batch_index;
-  batch.indices.assign(indices.begin(), indices.end());
+  batch.indices.assign(indices.begin() + first, indices.begin() + first + B);
   batch.labels.resize(static_cast<size_t>(B));
+  batch.batch_labels.resize(static_cast<size_t>(whole));
+  for (int64_t i = 0; i < whole; ++i) {
+    PEEL_CHECK(indices[i] >= 0 && indices[i] < data.size(), "make_batch: index {} outside the data set [0, {})",
+               indices[i], data.size());
+    batch.batch_labels[i] = data.labels[indices[i]];
+  }
   batch.images = channels_last ? Tensor::empty_channels_last({B, C, H, W}) : Tensor::empty({B, C, H, W});
   const Layout out = batch_layout(C, H, W, channels_last);
   float* dst = batch.images.data();
@@ -42,12 +49,13 @@ Batch make_batch(const Dataset& data, std::span<const int64_t> indices, const Lo
   const int64_t pad = o.random_crop ? o.crop_padding : 0;
   PEEL_CHECK(pad >= 0, "make_batch: crop padding must be >= 0, got {}", pad);
   Generator gen = Generator(o.seed).fork(static_cast<uint64_t>(epoch) << 32 | static_cast<uint64_t>(batch_index));
-  for (int64_t i = 0; i < B; ++i) {
-    const int64_t j = indices[i];
-    PEEL_CHECK(j >= 0 && j < data.size(), "make_batch: index {} outside the data set [0, {})", j, data.size());
-    batch.labels[i] = data.labels[j];
+  // The images before this shard are drawn for too, so that each image gets the draws it gets in
+  // the whole batch.
+  for (int64_t k = augment ? 0 : first; k < first + B; ++k) {
+    const int64_t i = k - first, j = indices[k];
+    if (i >= 0) batch.labels[i] = data.labels[j];
     const float* image = src + j * C * plane;
-    float* target = dst + i * out.image;
+    float* target = i >= 0 ? dst + i * out.image : nullptr;
     if (!augment) {
       if (!channels_last) {
         std::memcpy(target, image, static_cast<size_t>(C * plane) * sizeof(float));
@@ -61,6 +69,7 @@ Batch make_batch(const Dataset& data, std::span<const int64_t> indices, const Lo
     const int64_t dy = o.random_crop ? gen.randint(2 * pad + 1) : pad;
     const int64_t dx = o.random_crop ? gen.randint(2 * pad + 1) : pad;
     const bool flip = o.horizontal_flip && gen.uniform() < 0.5f;
+    if (i < 0) continue;
     for (int64_t c = 0; c < C; ++c) {
       const float fill = data.padding_value.empty() ? 0.f : data.padding_value[c];
       for (int64_t y = 0; y < H; ++y) {
@@ -86,6 +95,8 @@ Loader::Loader(Dataset data, std::shared_ptr<const Sampler> sampler, LoaderOptio
   PEEL_CHECK(sampler_ != nullptr, "Loader: no sampler");
   PEEL_CHECK(options_.batch_size >= 1, "Loader: batch size must be >= 1, got {}", options_.batch_size);
   PEEL_CHECK(options_.prefetch >= 0, "Loader: prefetch must be >= 0, got {}", options_.prefetch);
+  PEEL_CHECK(options_.shards >= 1 && options_.shard >= 0 && options_.shard < options_.shards,
+             "Loader: shard {} of {} does not exist", options_.shard, options_.shards);
   PEEL_CHECK(data_.images.defined() && data_.images.dim() == 4 && data_.images.size(0) == data_.size(),
              "Loader: the data set needs (N, C, H, W) images and N labels");
   if (!data_.images.is_contiguous()) data_.images = data_.images.contiguous();

@@ -12,6 +12,10 @@
 // timing, so runs repeat bit for bit and a run resumes at an epoch (or batch) boundary from the
 // epoch number alone. The worker builds one batch at a time on one thread and keeps at most
 // `prefetch` finished batches queued; an exception on the worker reaches the caller from next().
+//
+// Data-parallel training shards each batch, not the data set: with options.shards = N, process
+// `shard` gets images [B*shard/N, B*(shard+1)/N) of every batch of B, the same images, in the same
+// order and with the same augmentation draws as one process would use for that batch.
 #pragma once
 
 #include <condition_variable>
@@ -37,6 +41,9 @@ struct Batch {
   std::vector<int64_t> indices;  // B data set indices
   int64_t epoch = 0;
   int64_t index = 0;  // the batch's number within its epoch
+  // The labels of the whole batch this shard is part of (= labels unless sharded), for the share
+  // of the batch's loss that this shard's images carry.
+  std::vector<int64_t> batch_labels;
 
   int64_t size() const { return static_cast<int64_t>(labels.size()); }
   IndexTensor label_tensor() const { return IndexTensor{{size()}, labels}; }
@@ -44,16 +51,21 @@ struct Batch {
 
 struct LoaderOptions {
   int64_t batch_size = 128;
-  bool drop_last = false;        // drop the last batch of an epoch when it is short
-  bool random_crop = false;      // torchvision RandomCrop(H, padding=crop_padding): pad, take a random HxW window
-  int64_t crop_padding = 4;      // the pad is the data set's padding_value (a 0 pixel, normalised)
-  bool horizontal_flip = false;  // torchvision RandomHorizontalFlip(0.5), applied after the crop
-  uint64_t seed = 0;             // augmentation seed
-  int64_t prefetch = 2;          // finished batches queued ahead; 0 builds batches in next() on the caller's thread
-  bool channels_last = true;     // batch memory (B, H, W, C), the layout the network's activations use
+  bool drop_last = false;         // drop the last batch of an epoch when it is short
+  bool random_crop = false;       // torchvision RandomCrop(H, padding=crop_padding): pad, take a random HxW window
+  int64_t crop_padding = 4;       // the pad is the data set's padding_value (a 0 pixel, normalised)
+  bool horizontal_flip = false;   // torchvision RandomHorizontalFlip(0.5), applied after the crop
+  uint64_t seed = 0;              // augmentation seed
+  int64_t prefetch = 2;           // finished batches queued ahead; 0 builds batches in next() on the caller's thread
+  bool channels_last = true;      // batch memory (B, H, W, C), the layout the network's activations use
+  int64_t shard = 0, shards = 1;  // this process's part of each batch (data-parallel training)
 };
 
-// Builds the batch of `indices` (batch `batch_index` of `epoch`): gathers, augments, lays out.
+// Where shard `shard` of `shards` begins in a batch of `batch_size` images (shard = shards: the end).
+inline int64_t shard_begin(int64_t batch_size, int64_t shard, int64_t shards) { return batch_size * shard / shards; }
+
+// Builds the batch of `indices` (batch `batch_index` of `epoch`): gathers, augments, lays out;
+// with options.shards > 1, only this shard's images of it.
 Batch make_batch(const Dataset& data, std::span<const int64_t> indices, const LoaderOptions& options, int64_t epoch,
                  int64_t batch_index);
 

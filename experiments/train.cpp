@@ -5,16 +5,25 @@
 // What the loop calls lives in experiments/run/: config.h (the settings), data.h (the data
 // sets, sampler and loss weights), measure.h (what an epoch's row of metrics.csv holds) and
 // folder.h (the run folder's files: config.json, metrics.csv, checkpoints, summary).
+//
+// Under `mpirun -np N` (experiments/distributed/) every rank runs this loop on its shard of each
+// batch: its loss is scaled by the shard's share of the batch's mean loss, the gradients are summed
+// over the ranks before the step, each rank evaluates a share of the images the metrics need, and
+// rank 0 alone writes the run folder. With one process those steps do nothing.
 #include "experiments/train.h"
 
 #include <fmt/format.h>
 
 #include <chrono>
+#include <optional>
+#include <span>
 
 #include "datasets/loader.h"
+#include "experiments/distributed/data_parallel.h"
 #include "experiments/run/data.h"
 #include "experiments/run/measure.h"
 #include "experiments/run/progress.h"
+#include "nn/layers.h"
 #include "nn/models.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
@@ -28,24 +37,37 @@ namespace {
 optim::ScheduleConfig make_schedule(const TrainConfig& c);
 json found_in_data(const TrainConfig& c, const TrainingData& d, const std::vector<float>& class_weights);
 json summarize(const TrainConfig& c, const MetricsTable& table, const RunTiming& timing);
+void check_shards(const dist::Communicator& comm, const data::Loader& loader);
+void synchronise_batch_norm(const dist::Communicator& comm, nn::Module& model);
 json weight_spectra(const nn::Module& model);
 }  // namespace
 
 json run_training(const TrainConfig& c, const RunOptions& options) {
   check_config(c);
+  const dist::Communicator& comm = dist::world();
+  const bool quiet = options.quiet || !comm.is_root();
   set_num_threads(c.threads);
   set_default_conv_backend(c.conv_backend);
-  RunFolder folder(options.out_dir);  // ours alone until we return
-  const RunStart start = folder.prepare(c, options.existing, options.quiet);
+  std::optional<RunFolder> folder;  // rank 0's alone until we return
+  const auto start = static_cast<RunStart>(dist::decided_by_root(comm, [&] {
+    folder.emplace(options.out_dir);
+    return static_cast<int64_t>(folder->prepare(c, options.existing, quiet));
+  }));
   if (start == RunStart::complete) {
-    if (!options.quiet) fmt::print("{}: already complete\n", folder.dir());
-    return folder.read_summary();
+    if (!quiet) fmt::print("{}: already complete\n", folder->dir());
+    return comm.is_root() ? folder->read_summary() : json::object();
   }
 
   // Data: the (possibly imbalanced) training set, the whole balanced test set.
   const TrainingData data = load_training_data(c);
   data::Loader loader(data.train, make_sampler(c, data),
-                      {.batch_size = c.batch, .random_crop = c.augment, .horizontal_flip = c.augment, .seed = c.seed});
+                      {.batch_size = c.batch,
+                       .random_crop = c.augment,
+                       .horizontal_flip = c.augment,
+                       .seed = c.seed,
+                       .shard = comm.rank(),
+                       .shards = comm.size()});
+  check_shards(comm, loader);
   const std::vector<float> class_weights = class_loss_weights(c, data);
 
   // Model, loss and optimizer: SGD with momentum, weight decay on every parameter as the papers do.
@@ -65,21 +87,27 @@ json run_training(const TrainConfig& c, const RunOptions& options) {
   optim::Sgd sgd({{model->parameters(), static_cast<float>(c.weight_decay), 1.f}},
                  {.lr = static_cast<float>(c.lr), .momentum = static_cast<float>(c.momentum)});
   const optim::ScheduleConfig schedule = make_schedule(c);
+  dist::GradientBuckets gradients(model->parameters());
+  if (c.sync_bn) synchronise_batch_norm(comm, *model);
 
   // Where to start: epoch 1, or after the folder's last checkpoint.
   MetricsTable metrics;
   RunTiming timing;
   int64_t first_epoch = 0;
-  if (start == RunStart::from_checkpoint) first_epoch = folder.restore(*model, sgd, timing, metrics);
-  if (start == RunStart::fresh) folder.write_config(c, found_in_data(c, data, class_weights));
+  if (start == RunStart::from_checkpoint)
+    first_epoch = comm.is_root() ? folder->restore(*model, sgd, timing, metrics)
+                                 : load_checkpoint(options.out_dir + "/checkpoint.peel", *model, sgd, timing);
+  if (start == RunStart::fresh && comm.is_root()) folder->write_config(c, found_in_data(c, data, class_weights));
+  dist::broadcast_state(comm, *model, &sgd);  // every rank starts from rank 0's state
   const SquareLossMeasureOptions square = square_loss_measure_options(c, data.train.num_classes);
-  if (start == RunStart::fresh && square.rank) folder.write_measured_spectra(0, initial_spectra(*model, data, square));
+  if (start == RunStart::fresh && square.rank && comm.is_root())
+    folder->write_measured_spectra(0, initial_spectra(*model, data, square));
   const int64_t end_epoch =
       options.stop_after_epochs > 0 ? std::min(c.epochs, first_epoch + options.stop_after_epochs) : c.epochs;
-  if (start == RunStart::from_checkpoint && !options.quiet)
-    fmt::print("resuming {} after epoch {}\n", folder.dir(), first_epoch);
+  if (start == RunStart::from_checkpoint && !quiet)
+    fmt::print("resuming {} after epoch {}\n", folder->dir(), first_epoch);
 
-  Progress progress(c.epochs, loader.batches_per_epoch(), options.quiet);
+  Progress progress(c.epochs, loader.batches_per_epoch(), quiet);
   const auto wall_start = std::chrono::steady_clock::now();
   const double wall_before = timing.wall_seconds;
   for (int64_t epoch = first_epoch; epoch < end_epoch; ++epoch) {
@@ -90,23 +118,31 @@ json run_training(const TrainConfig& c, const RunOptions& options) {
     loader.start_epoch(epoch);
     progress.start_epoch();
     while (std::optional<data::Batch> batch = loader.next()) {
+      const auto batch_size = static_cast<int64_t>(batch->batch_labels.size());
       sgd.zero_grad();
       ag::Variable logits = model->forward(ag::Variable(batch->images));
       ag::Variable loss = loss_of(logits, batch->labels);
+      if (comm.distributed())  // this shard's part of the batch's mean loss
+        loss = loss * static_cast<float>(dist::shard_loss_share(batch->labels, batch->batch_labels, class_weights));
       loss.backward();
+      gradients.sum(comm);  // the batch's gradient on every rank
       sgd.step();
-      tally.add_step(loss.item(), logits.value(), batch->labels);  // throws if the loss diverged
-      progress.step(epoch, batch->index, tally.mean_loss(), tally.accuracy(), batch->size());
+      const dist::WholeBatch whole = dist::whole_batch(comm, loss, logits, batch_size);
+      tally.add_step(whole.loss, whole.logits, batch->batch_labels);  // throws if the loss diverged
+      progress.step(epoch, batch->index, tally.mean_loss(), tally.accuracy(), batch_size);
     }
     timing.train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
     timing.images_trained += tally.seen;
     check_parameters_finite(*model, epoch);
+    dist::check_same_parameters(comm, *model);
+    dist::broadcast_buffers(comm, *model);  // rank 0's running statistics, as DDP's broadcast_buffers
 
     if ((epoch + 1) % c.metrics_every == 0 || epoch + 1 == c.epochs) {
-      EpochMeasurement m = measure_epoch(*model, data, tally, lr, c.global_mean, square);
-      metrics.append(m.columns, folder.path("metrics.csv"));
-      folder.write_metrics(metrics);
-      if (square.rank) folder.write_measured_spectra(epoch + 1, m.spectra);
+      EpochMeasurement m =
+          measure_epoch(*model, data, tally, lr, c.global_mean, square);  // each rank evaluates a share
+      metrics.append(m.columns, options.out_dir + "/metrics.csv");
+      if (comm.is_root()) folder->write_metrics(metrics);
+      if (square.rank && comm.is_root()) folder->write_measured_spectra(epoch + 1, m.spectra);
       progress.epoch_done(epoch, m.line);
     } else {
       progress.epoch_done(epoch,
@@ -114,13 +150,20 @@ json run_training(const TrainConfig& c, const RunOptions& options) {
     }
     timing.wall_seconds =
         wall_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
-    folder.save_checkpoint(*model, sgd, epoch + 1, timing);
+    if (comm.is_root()) folder->save_checkpoint(*model, sgd, epoch + 1, timing);
   }
-  if (end_epoch < c.epochs) return json::object();  // stopped early (stop_after_epochs)
+  if (end_epoch < c.epochs || !comm.is_root()) return json::object();  // stopped early, or not rank 0
 
-  folder.write_spectra(weight_spectra(*model));
-  const json summary = summarize(c, metrics, timing);
-  folder.write_summary(summary);
+  folder->write_spectra(weight_spectra(*model));
+  json summary = summarize(c, metrics, timing);
+  if (comm.distributed()) {
+    const dist::Communicator::Traffic& t = comm.traffic();
+    summary["data_parallel"] = {{"ranks", comm.size()},
+                                {"collectives", t.calls},
+                                {"collective_bytes", t.bytes},
+                                {"collective_seconds", t.seconds}};
+  }
+  folder->write_summary(summary);
   return summary;
 }
 
@@ -140,7 +183,29 @@ json found_in_data(const TrainConfig& c, const TrainingData& d, const std::vecto
   return {{"train_size", d.train.size()},        {"test_size", d.test.size()},
           {"class_counts", d.class_counts},      {"minority_classes", d.minority_classes},
           {"class_loss_weights", class_weights}, {"milestones", effective_milestones(c)},
-          {"threads_used", num_threads()}};
+          {"threads_used", num_threads()},       {"ranks", dist::world().size()}};
+}
+
+// Every rank needs images in every batch (an empty shard has no batch statistics), the epoch's
+// last, short batch included.
+void check_shards(const dist::Communicator& comm, const data::Loader& loader) {
+  const int64_t batch = loader.options().batch_size, images = loader.sampler().epoch_size();
+  const int64_t smallest = images % batch == 0 || loader.options().drop_last ? batch : images % batch;
+  PEEL_CHECK(smallest >= comm.size(),
+             "{} ranks cannot share a batch of {} images (--batch {}, {} images an epoch); use fewer ranks or a "
+             "larger batch",
+             comm.size(), smallest, batch, images);
+}
+
+// --sync-bn: every BatchNorm's training statistics over the whole batch (EstimatedBatchNorm, which
+// uses running estimates, has none to share).
+void synchronise_batch_norm(const dist::Communicator& comm, nn::Module& model) {
+  if (!comm.distributed()) return;
+  for (auto& [name, module] : model.named_modules())
+    if (auto* bn = dynamic_cast<nn::BatchNorm*>(module))
+      bn->sync_statistics = [&comm](double* values, int64_t count) {
+        comm.allreduce_sum(std::span<double>(values, static_cast<size_t>(count)));
+      };
 }
 
 // summary.json: the last measured row under the names the reports use, and the run's timing.

@@ -6,6 +6,7 @@
 
 #include "autograd/functional.h"
 #include "tensor/conv/conv.h"
+#include "tensor/kernels/norm.h"
 #include "tensor/kernels/pool.h"
 #include "tensor/random.h"
 
@@ -20,9 +21,11 @@ Variable linear(const Variable& x, const Variable& weight, const Variable& bias)
 Variable conv2d(const Variable& x, const Variable& weight, const Variable& bias, const Conv2dGeometry& geometry);
 
 // Batch norm in training mode (batch statistics; running statistics updated in place) or eval
-// mode (running statistics). `fuse_relu` applies ReLU in the same pass.
+// mode (running statistics). `fuse_relu` applies ReLU in the same pass. In training mode,
+// `across` (tensor/kernels/norm.h) makes the statistics those of a batch split over processes.
 Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& beta, Tensor& running_mean,
-                    Tensor& running_var, bool training, float momentum, float eps, bool fuse_relu);
+                    Tensor& running_var, bool training, float momentum, float eps, bool fuse_relu,
+                    const StatisticsSum& across = {});
 Variable group_norm(const Variable& x, int64_t groups, const Variable& gamma, const Variable& beta, float eps);
 
 Variable max_pool2d(const Variable& x, const Pool2dGeometry& geometry);

@@ -55,7 +55,8 @@ Variable conv2d(const Variable& x, const Variable& weight, const Variable& bias,
 }
 
 Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& beta, Tensor& running_mean,
-                    Tensor& running_var, bool training, float momentum, float eps, bool fuse_relu) {
+                    Tensor& running_var, bool training, float momentum, float eps, bool fuse_relu,
+                    const StatisticsSum& across) {
   const Tensor g = gamma.defined() ? gamma.value() : Tensor();
   const Tensor b = beta.defined() ? beta.value() : Tensor();
   if (!training) {
@@ -69,10 +70,11 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
         });
   }
   BatchNormSaved saved;
-  Tensor y = batch_norm_train_forward(x.value(), g, b, running_mean, running_var, momentum, eps, saved, fuse_relu);
+  Tensor y =
+      batch_norm_train_forward(x.value(), g, b, running_mean, running_var, momentum, eps, saved, fuse_relu, across);
   return make_result(y, {x, gamma, beta}, "batch_norm",
-                     [xv = x.value(), g, saved, y, fuse_relu](const Tensor& gy, const std::vector<bool>&) {
-                       BatchNormGrads d = batch_norm_train_backward(gy, xv, g, saved, y, fuse_relu);
+                     [xv = x.value(), g, saved, y, fuse_relu, across](const Tensor& gy, const std::vector<bool>&) {
+                       BatchNormGrads d = batch_norm_train_backward(gy, xv, g, saved, y, fuse_relu, across);
                        return Grads{d.x, d.gamma, d.beta};
                      });
 }

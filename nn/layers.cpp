@@ -78,7 +78,7 @@ Variable BatchNorm::normalize(const Variable& x, bool relu) {
   PEEL_CHECK((x.dim() == 2 || x.dim() == 4) && x.size(1) == running_mean.numel(),
              "BatchNorm({}): input of shape {} is not (N, {}) or (N, {}, H, W)", running_mean.numel(),
              to_string(x.shape()), running_mean.numel(), running_mean.numel());
-  return batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum, eps, relu);
+  return batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum, eps, relu, sync_statistics);
 }
 
 GroupNorm::GroupNorm(int64_t groups_, int64_t channels, float eps_, bool relu_)

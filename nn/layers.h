@@ -65,6 +65,9 @@ class BatchNorm : public ActivationSite {
   Tensor running_mean, running_var;
   float eps, momentum;
   bool fuse_relu;
+  // Sync batch norm: set, training statistics are those of the whole batch split over processes
+  // (experiments/distributed/); empty, this process's batch alone (PyTorch DDP's default).
+  StatisticsSum sync_statistics;
 
  protected:
   Variable pre_activation(const Variable& x) override { return normalize(x, false); }

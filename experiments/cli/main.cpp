@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "experiments/cli/commands.h"
+#include "experiments/distributed/comm.h"
 #include "tensor/error.h"
 #include "tensor/threads.h"
 
@@ -31,13 +32,21 @@ int main(int argc, char** argv) {
                  list.c_str());
     return 2;
   }
+  // Under mpirun: join the job (experiments/distributed/comm.h). A rank that fails ends the whole
+  // job, so that no other rank waits for it.
+  peel::dist::init(&argc, &argv);
+  const peel::dist::Communicator& ranks = peel::dist::world();
+  int code = 0;
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    code = app.exit(e);
+    if (ranks.distributed() && code != 0) ranks.abort("rank " + std::to_string(ranks.rank()) + ": bad command line");
   } catch (const std::exception& e) {
+    if (ranks.distributed()) ranks.abort(std::string(e.what()));
     std::fprintf(stderr, "peel: error: %s\n", e.what());
-    return 1;
+    code = 1;
   }
-  return 0;
+  peel::dist::finalize();
+  return code;
 }

@@ -105,6 +105,10 @@ void add_train_options(CLI::App* cmd, TrainConfig& c) {
       ->check(CLI::NonNegativeNumber)
       ->group(kSettings);
   cmd->add_flag("--augment", c.augment, "Random crop and horizontal flip (CIFAR-10)")->group(kSettings);
+  cmd->add_flag("--sync-bn", c.sync_bn,
+                "Under mpirun: batch-norm statistics of the whole batch, not of each rank's shard (PyTorch "
+                "SyncBatchNorm)")
+      ->group(kSettings);
   // Execution: how this process runs, not what it computes.
   add_data_option(cmd, c.data_dir);
   add_threads_option(cmd, c.threads);

@@ -5,7 +5,9 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <span>
 
+#include "experiments/distributed/comm.h"
 #include "experiments/report/plot.h"
 #include "experiments/run/folder.h"
 #include "experiments/train.h"
@@ -52,21 +54,42 @@ std::vector<json> run_sweep(const std::vector<SweepRun>& runs, const ReproduceCo
   PEEL_CHECK(!error, "reproduce: cannot create {}/runs: {}", rc.out_dir, error.message());
   const std::vector<ExistingRun> plan = plan_runs(runs, rc);
 
+  // Under mpirun the runs are spread over the ranks (run i on rank i mod N), each trained by its
+  // rank alone; rank 0 then reads every run's summary and writes the report.
+  const dist::Communicator& ranks = dist::job();
+  const bool quiet = rc.quiet || !ranks.is_root();
   std::vector<json> summaries;
-  for (size_t i = 0; i < runs.size(); ++i) {
+  bool stopped = false;
+  for (size_t i = 0; i < runs.size() && !stopped; ++i) {
     const SweepRun& run = runs[i];
-    if (!rc.quiet) fmt::print("== {} ({})\n", run.name, run.label);
-    json summary = run_training(run.config, {.out_dir = run_dir(rc, run),
-                                             .existing = plan[i],
-                                             .quiet = rc.quiet,
-                                             .stop_after_epochs = rc.stop_after_epochs});
-    if (summary.empty()) {
-      if (!rc.quiet)
-        fmt::print("stopped after {} epoch(s) of {} (--stop-after); no report\n", rc.stop_after_epochs, run.name);
-      return {};
+    if (static_cast<int>(i % static_cast<size_t>(ranks.size())) != ranks.rank()) continue;
+    if (!quiet) fmt::print("== {} ({})\n", run.name, run.label);
+    json summary;
+    {
+      dist::LocalScope alone;
+      summary = run_training(run.config, {.out_dir = run_dir(rc, run),
+                                          .existing = plan[i],
+                                          .quiet = quiet,
+                                          .stop_after_epochs = rc.stop_after_epochs});
     }
+    stopped = summary.empty();
+    if (stopped && !quiet)
+      fmt::print("stopped after {} epoch(s) of {} (--stop-after); no report\n", rc.stop_after_epochs, run.name);
     summaries.push_back(std::move(summary));
   }
+  if (!ranks.distributed()) return stopped ? std::vector<json>{} : summaries;
+
+  // Ranks finish their runs at different times: wait for the slowest as long as it takes (a rank
+  // that dies ends the job through mpirun).
+  double any_stopped = stopped;
+  dist::Communicator& job = dist::job();
+  const double timeout = job.timeout();
+  job.set_timeout(1e9);
+  job.allreduce_sum(std::span<double>(&any_stopped, 1));
+  job.set_timeout(timeout);
+  if (any_stopped > 0 || !ranks.is_root()) return {};
+  summaries.clear();
+  for (const SweepRun& run : runs) summaries.push_back(RunFolder(run_dir(rc, run)).read_summary());
   return summaries;
 }
 

@@ -21,7 +21,8 @@ struct SweepRun {
 // Checks, before any training: the report can be drawn (gnuplot), out_dir is writable, and no run
 // folder holds a run of other settings (unless rc.force, which starts those again) or a run that
 // cannot be continued. Then trains each run not yet complete and returns every summary, in order;
-// empty when rc.stop_after_epochs stopped a run.
+// empty when rc.stop_after_epochs stopped a run. Under `mpirun -np N` the runs are spread over the
+// ranks and trained in parallel, one process each; rank 0 returns every summary, the others none.
 std::vector<nlohmann::json> run_sweep(const std::vector<SweepRun>& runs, const ReproduceConfig& rc);
 
 // The columns of a finished run's metrics.csv.

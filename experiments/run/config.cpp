@@ -35,6 +35,10 @@ void check_config(const TrainConfig& c) {
   PEEL_CHECK(c.rank_epsilon > 0 && c.rank_epsilon < 1, "rank_epsilon must be in (0, 1), got {}", c.rank_epsilon);
   PEEL_CHECK(c.estbn_moving_speed > 0 && c.estbn_moving_speed <= 1, "estbn_moving_speed must be in (0, 1], got {}",
              c.estbn_moving_speed);
+  PEEL_CHECK(!c.sync_bn || c.norm == nn::Norm::bn ||
+                 (c.norm == nn::Norm::bcn_ws && c.bcn_batch_part == nn::BcnBatchPart::batch),
+             "sync_bn needs batch statistics to synchronise: norm bn, or bcn+ws with bcn_batch_part batch (norm is {})",
+             enum_name(c.norm));
 }
 
 std::vector<int64_t> effective_milestones(const TrainConfig& c) {

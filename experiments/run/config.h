@@ -116,6 +116,9 @@ struct TrainConfig {
   uint64_t seed = 666;
   int threads = 0;  // 0 = all cores
   ConvBackend conv_backend = default_conv_backend();
+  // Data-parallel runs (mpirun -np N): batch-norm statistics of the whole batch rather than of each
+  // rank's shard (PyTorch DDP's default, false). With one process both are the same.
+  bool sync_bn = false;
 };
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(TrainConfig, dataset, data_dir, majority_classes, n_major, ratio,
                                                 test_limit, augment, model, width, norm, bcn_batch_part,
@@ -123,7 +126,7 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(TrainConfig, dataset, data_dir, 
                                                 oversample_factor, class_weights, lr, schedule, milestones,
                                                 warmup_epochs, epochs, batch, momentum, weight_decay, metrics_every,
                                                 global_mean, measure_rank, measure_mse_decomposition, rank_epsilon,
-                                                seed, threads, conv_backend)
+                                                seed, threads, conv_backend, sync_bn)
 
 // Throws naming the first setting that makes no sense (or that no choice offers).
 void check_config(const TrainConfig& config);

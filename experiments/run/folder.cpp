@@ -184,7 +184,14 @@ void RunFolder::write_config(const TrainConfig& config, const json& found) const
 
 int64_t RunFolder::restore(nn::Module& model, optim::Optimizer& optimizer, RunTiming& timing,
                            MetricsTable& metrics) const {
-  const std::string checkpoint = path("checkpoint.peel");
+  const int64_t epochs_done = load_checkpoint(path("checkpoint.peel"), model, optimizer, timing);
+  // Rows of later epochs (a kill between writing metrics.csv and the checkpoint) are measured again.
+  metrics = read_metrics_csv(path("metrics.csv"), epochs_done);
+  return epochs_done;
+}
+
+int64_t load_checkpoint(const std::string& checkpoint, nn::Module& model, optim::Optimizer& optimizer,
+                        RunTiming& timing) {
   std::vector<std::pair<std::string, Tensor>> model_state;
   std::vector<Tensor> buffers;
   int64_t epochs_done = -1;
@@ -209,8 +216,6 @@ int64_t RunFolder::restore(nn::Module& model, optim::Optimizer& optimizer, RunTi
   } catch (const Error& e) {
     PEEL_FAIL("{}: the optimizer state does not fit this run ({})", checkpoint, e.what());
   }
-  // Rows of later epochs (a kill between writing metrics.csv and the checkpoint) are measured again.
-  metrics = read_metrics_csv(path("metrics.csv"), epochs_done);
   return epochs_done;
 }
 

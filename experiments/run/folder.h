@@ -93,6 +93,11 @@ class RunFolder {
   int lock_fd_ = -1;
 };
 
+// The model, optimizer and timing of a checkpoint file; returns its epochs done. RunFolder::restore
+// reads its folder's through this; the other ranks of a data-parallel run read rank 0's folder's.
+int64_t load_checkpoint(const std::string& checkpoint, nn::Module& model, optim::Optimizer& optimizer,
+                        RunTiming& timing);
+
 // What a folder holds, read without taking it: for sweeps, which check every run's folder before
 // the first one starts.
 struct FolderState {

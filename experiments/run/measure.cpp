@@ -3,9 +3,11 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <span>
 
 #include "autograd/variable.h"
 #include "datasets/loader.h"
+#include "experiments/distributed/comm.h"
 #include "experiments/lpm/fitted.h"
 #include "tensor/error.h"
 
@@ -33,23 +35,29 @@ void check_parameters_finite(const nn::Module& model, int64_t epoch) {
 }
 
 Evaluation evaluate(nn::Network& model, const data::Dataset& split, int64_t batch_size) {
+  // Under mpirun each rank evaluates its shard of every batch of batch_size images per rank, into
+  // zero-filled tables whose sum over the ranks then holds every row on every rank.
+  const dist::Communicator& comm = dist::world();
   ag::NoGradGuard no_grad;
   model.eval();
-  data::Loader loader(split, std::make_shared<data::SequentialSampler>(split.size()), {.batch_size = batch_size});
+  data::Loader loader(split, std::make_shared<data::SequentialSampler>(split.size()),
+                      {.batch_size = batch_size * comm.size(), .shard = comm.rank(), .shards = comm.size()});
   loader.start_epoch(0);
-  Evaluation e;
-  int64_t row = 0;
+  const Tensor& w = model.classifier().weight.value();  // (K, D)
+  const Shape features{split.size(), w.size(1)}, logits{split.size(), w.size(0)};
+  Evaluation e{comm.distributed() ? Tensor::zeros(features) : Tensor::empty(features),
+               comm.distributed() ? Tensor::zeros(logits) : Tensor::empty(logits)};
   while (std::optional<data::Batch> batch = loader.next()) {
+    if (batch->size() == 0) continue;
+    const int64_t row = batch->index * loader.options().batch_size +
+                        data::shard_begin(static_cast<int64_t>(batch->batch_labels.size()), comm.rank(), comm.size());
     ag::Variable h = model.features(ag::Variable(batch->images));
     ag::Variable z = model.classifier().forward(h);
-    if (!e.features.defined()) {
-      e.features = Tensor::empty({split.size(), h.size(1)});
-      e.logits = Tensor::empty({split.size(), z.size(1)});
-    }
     e.features.slice(0, row, row + batch->size()).copy_(h.value());
     e.logits.slice(0, row, row + batch->size()).copy_(z.value());
-    row += batch->size();
   }
+  comm.allreduce_sum(std::span<float>(e.features.data(), static_cast<size_t>(e.features.numel())));
+  comm.allreduce_sum(std::span<float>(e.logits.data(), static_cast<size_t>(e.logits.numel())));
   model.train();
   return e;
 }

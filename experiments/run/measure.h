@@ -29,6 +29,7 @@ struct EpochTally {
 void check_parameters_finite(const nn::Module& model, int64_t epoch);
 
 // Penultimate features (N, D) and logits (N, K) of a whole split, in eval mode, without a graph.
+// Under mpirun every rank calls it: each evaluates its share, and all get every row.
 struct Evaluation {
   Tensor features, logits;
 };

@@ -3,6 +3,7 @@
 // fixed blocks whose partial sums are added in a fixed order, so results do not depend on threads.
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "tensor/error.h"
 #include "tensor/kernels/norm.h"
@@ -72,6 +73,24 @@ void batch_moments(const float* x, const ChannelLayout& L, double* mean, double*
     mean[c] = mu;
     m2[c] = q;
   }
+}
+
+// Turns this shard's per-channel mean and m2 (over local_M values) into the whole batch's, and
+// returns the batch's count: the mean from the sums of count * mean, then m2 by Chan et al.'s
+// combination, sum of (m2_r + M_r (mean_r - mean)^2), which loses nothing to cancellation.
+int64_t combine_shard_moments(const StatisticsSum& across, int64_t local_M, int64_t C, double* mean, double* m2) {
+  std::vector<double> sums(static_cast<size_t>(C + 1));
+  for (int64_t c = 0; c < C; ++c) sums[c] = static_cast<double>(local_M) * mean[c];
+  sums[C] = static_cast<double>(local_M);
+  across(sums.data(), C + 1);
+  const double M = sums[C];
+  for (int64_t c = 0; c < C; ++c) {
+    const double d = mean[c] - sums[c] / M;
+    m2[c] += static_cast<double>(local_M) * d * d;
+    mean[c] = sums[c] / M;
+  }
+  across(m2, C);
+  return static_cast<int64_t>(M);
 }
 
 // Per-channel sg = sum g' and sgx = sum g' * (x - center), g' masked by y when `mask`.
@@ -161,18 +180,28 @@ void apply_input_grad(const float* g, const float* x, const float* y, bool mask,
 
 // The backward shared by train and eval mode: dgamma = inv_std * sgx, dbeta = sg, and
 // dx = A * g' + B * (x - center) + K from the coefficients `make_coefficients` fills.
+// With `across`, the coefficients come from the sums over all shards, dgamma and dbeta from this one's.
 template <class MakeCoefficients>
 BatchNormGrads backward_with(const BackwardOperands& o, const Tensor& gamma, bool fuse_relu, const double* center,
-                             const float* inv_std, MakeCoefficients&& make_coefficients) {
+                             const float* inv_std, MakeCoefficients&& make_coefficients,
+                             const StatisticsSum& across = {}) {
   const int64_t C = o.L.C;
   Tensor hold_d, hold_f;
-  double* sg = scratch_doubles(hold_d, 2 * C);
+  double* sg = scratch_doubles(hold_d, 4 * C);
   double* sgx = sg + C;
   batch_grad_sums(o.g.data(), o.x.data(), fuse_relu ? o.y.data() : nullptr, fuse_relu, o.L, center, sg, sgx);
+  double* all_sg = sg;
+  double* all_sgx = sgx;
+  if (across) {
+    all_sg = sg + 2 * C;
+    all_sgx = all_sg + C;
+    std::copy(sg, sg + 2 * C, all_sg);
+    across(all_sg, 2 * C);
+  }
 
   float* A = scratch_floats(hold_f, 4 * C);
   BackwardCoefficients k{A, A + C, A + 2 * C, A + 3 * C};
-  make_coefficients(sg, sgx, A, A + C, A + 2 * C, A + 3 * C);
+  make_coefficients(all_sg, all_sgx, A, A + C, A + 2 * C, A + 3 * C);
 
   BatchNormGrads grads;
   grads.x = empty_in_layout(o.x.shape(), o.L);
@@ -191,10 +220,11 @@ BatchNormGrads backward_with(const BackwardOperands& o, const Tensor& gamma, boo
 }  // namespace
 
 Tensor batch_norm_train_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
-                                Tensor& running_var, float momentum, float eps, BatchNormSaved& saved, bool fuse_relu) {
+                                Tensor& running_var, float momentum, float eps, BatchNormSaved& saved, bool fuse_relu,
+                                const StatisticsSum& across) {
   const char* op = "batch_norm_train_forward";
   const ChannelLayout L = channel_layout(x, op);
-  const int64_t C = L.C, M = L.N * L.S;
+  const int64_t C = L.C, local_M = L.N * L.S;
   if (gamma.defined()) check_channel_vector(gamma, C, x, op, "gamma");
   if (beta.defined()) check_channel_vector(beta, C, x, op, "beta");
   PEEL_CHECK(running_mean.defined() == running_var.defined(),
@@ -203,15 +233,21 @@ Tensor batch_norm_train_forward(const Tensor& x, const Tensor& gamma, const Tens
     check_channel_vector(running_mean, C, x, op, "running_mean");
     check_channel_vector(running_var, C, x, op, "running_var");
   }
-  PEEL_CHECK(M > 1, "{}: expected more than 1 value per channel when training, got input shape {}", op,
-             to_string(x.shape()));
   PEEL_CHECK(eps >= 0.f, "{}: eps must be >= 0, got {}", op, eps);
 
   const Tensor xc = to_layout(x, L);
   Tensor hold_d, hold_f;
-  double* mean = scratch_doubles(hold_d, 2 * C);
+  double* mean = scratch_doubles(hold_d, 2 * C + 1);
   double* m2 = mean + C;
-  batch_moments(xc.data(), L, mean, m2);
+  if (local_M > 0) {
+    batch_moments(xc.data(), L, mean, m2);
+  } else {
+    std::fill(mean, mean + 2 * C, 0.0);
+  }
+  const int64_t M = across ? combine_shard_moments(across, local_M, C, mean, m2) : local_M;
+  PEEL_CHECK(M > 1, "{}: expected more than 1 value per channel when training, got input shape {}", op,
+             to_string(x.shape()));
+  saved.count = M;
 
   saved.mean = Tensor::empty({C});
   saved.inv_std = Tensor::empty({C});
@@ -270,10 +306,11 @@ Tensor batch_norm_eval_forward(const Tensor& x, const Tensor& gamma, const Tenso
 }
 
 BatchNormGrads batch_norm_train_backward(const Tensor& grad_y, const Tensor& x, const Tensor& gamma,
-                                         const BatchNormSaved& saved, const Tensor& y, bool fuse_relu) {
+                                         const BatchNormSaved& saved, const Tensor& y, bool fuse_relu,
+                                         const StatisticsSum& across) {
   const char* op = "batch_norm_train_backward";
   const BackwardOperands o = backward_operands(grad_y, x, y, fuse_relu, op);
-  const int64_t C = o.L.C, M = o.L.N * o.L.S;
+  const int64_t C = o.L.C, M = across ? saved.count : o.L.N * o.L.S;
   if (gamma.defined()) check_channel_vector(gamma, C, x, op, "gamma");
   PEEL_CHECK(saved.mean.defined() && saved.inv_std.defined(), "{}: the saved batch statistics are undefined", op);
   check_channel_vector(saved.mean, C, x, op, "saved.mean");
@@ -287,17 +324,19 @@ BatchNormGrads batch_norm_train_backward(const Tensor& grad_y, const Tensor& x, 
     inv_std[c] = value_at(saved.inv_std, c);
   }
   // dx = gamma*inv_std/M * (M g' - sum g' - xhat * sum(g' xhat)), with xhat = (x - mean) inv_std.
-  return backward_with(o, gamma, fuse_relu, center, inv_std,
-                       [&](const double* sg, const double* sgx, float* A, float* B, float* ctr, float* K) {
-                         for (int64_t c = 0; c < C; ++c) {
-                           const double is = inv_std[c];
-                           const double a = (gamma.defined() ? value_at(gamma, c) : 1.f) * is;
-                           A[c] = static_cast<float>(a);
-                           B[c] = static_cast<float>(-a * is * is * sgx[c] / M);
-                           ctr[c] = static_cast<float>(center[c]);
-                           K[c] = static_cast<float>(-a * sg[c] / M);
-                         }
-                       });
+  return backward_with(
+      o, gamma, fuse_relu, center, inv_std,
+      [&](const double* sg, const double* sgx, float* A, float* B, float* ctr, float* K) {
+        for (int64_t c = 0; c < C; ++c) {
+          const double is = inv_std[c];
+          const double a = (gamma.defined() ? value_at(gamma, c) : 1.f) * is;
+          A[c] = static_cast<float>(a);
+          B[c] = static_cast<float>(-a * is * is * sgx[c] / M);
+          ctr[c] = static_cast<float>(center[c]);
+          K[c] = static_cast<float>(-a * sg[c] / M);
+        }
+      },
+      across);
 }
 
 BatchNormGrads batch_norm_eval_backward(const Tensor& grad_y, const Tensor& x, const Tensor& gamma,

@@ -11,6 +11,8 @@
 // on the thread count: reductions use fixed blocks added in a fixed order.
 #pragma once
 
+#include <functional>
+
 #include "tensor/tensor.h"
 
 namespace peel {
@@ -18,9 +20,15 @@ namespace peel {
 // ---- Batch normalisation over (N,H,W) per channel (also (N,C) input for BatchNorm1d) ---------
 // x may be (N,C), (N,C,L) or (N,C,H,W). Statistics are accumulated in double.
 struct BatchNormSaved {
-  Tensor mean;     // (C) batch mean
-  Tensor inv_std;  // (C) 1 / sqrt(biased batch variance + eps)
+  Tensor mean;        // (C) batch mean
+  Tensor inv_std;     // (C) 1 / sqrt(biased batch variance + eps)
+  int64_t count = 0;  // values per channel the statistics cover (all shards' with a StatisticsSum)
 };
+// Synchronised batch norm: when a batch is split over processes, sums `count` doubles element-wise
+// over all of them in place (the same call order on each). Given to the training-mode kernels, it
+// makes the statistics, and the sums the input gradient needs, those of the whole batch, so every
+// shard computes what one process computes on the whole batch. Empty: the batch is x alone.
+using StatisticsSum = std::function<void(double* values, int64_t count)>;
 // Training mode: normalise with batch statistics, then update running statistics in place with
 // PyTorch's convention: running = (1 - momentum) * running + momentum * batch, where the variance
 // that enters the running estimate is the unbiased one (needs N*H*W > 1). gamma/beta may be
@@ -28,7 +36,7 @@ struct BatchNormSaved {
 // When `fuse_relu` is set, the output is relu(bn(x)) (the backward then needs y).
 Tensor batch_norm_train_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
                                 Tensor& running_var, float momentum, float eps, BatchNormSaved& saved,
-                                bool fuse_relu = false);
+                                bool fuse_relu = false, const StatisticsSum& across = {});
 // Eval mode: normalise with the running statistics.
 Tensor batch_norm_eval_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
                                const Tensor& running_var, float eps, bool fuse_relu = false);
@@ -39,9 +47,11 @@ struct BatchNormGrads {
 // gradient is then masked where y <= 0, as PyTorch's threshold_backward, so a NaN y passes it).
 // dx = gamma*inv_std/M * (M g' - sum g' - xhat * sum(g' xhat)), dgamma = sum(g' xhat),
 // dbeta = sum(g'), over the M = N*H*W values of a channel. The gamma and beta gradients are
-// defined exactly when gamma is.
+// defined exactly when gamma is. With `across` (the forward's), the sums in dx are the whole
+// batch's and M is saved.count; dgamma and dbeta stay this shard's (the gradient sum adds them up).
 BatchNormGrads batch_norm_train_backward(const Tensor& grad_y, const Tensor& x, const Tensor& gamma,
-                                         const BatchNormSaved& saved, const Tensor& y, bool fuse_relu = false);
+                                         const BatchNormSaved& saved, const Tensor& y, bool fuse_relu = false,
+                                         const StatisticsSum& across = {});
 // Backward of the eval-mode forward (running statistics are constants): dx = gamma * g' / sqrt(var + eps),
 // dgamma = sum(g' * xhat), dbeta = sum(g'), with g' = grad_y masked by y when `fuse_relu`.
 BatchNormGrads batch_norm_eval_backward(const Tensor& grad_y, const Tensor& x, const Tensor& gamma,

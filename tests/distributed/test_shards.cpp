@@ -1,0 +1,136 @@
+// The pieces of data-parallel training that need no MPI: a batch's shards are the batch (images,
+// augmentation draws, labels), synchronised batch norm on shards computes the whole batch's
+// forward and backward, and a shard's loss share weights the batch's mean loss as one process.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <barrier>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "datasets/loader.h"
+#include "datasets/synthetic.h"
+#include "experiments/distributed/data_parallel.h"
+#include "tensor/kernels/norm.h"
+#include "tensor/random.h"
+
+namespace peel {
+namespace {
+
+using ::testing::ElementsAreArray;
+
+// The floats of a dense tensor in memory order.
+std::vector<float> floats(const Tensor& t) {
+  const Tensor c = t.is_channels_last() ? t : t.contiguous();
+  return std::vector<float>(c.data(), c.data() + c.numel());
+}
+
+TEST(BatchShards, ConcatenatedShardsAreTheWholeBatchWithItsAugmentation) {
+  const data::Dataset train =
+      data::make_synthetic({.num_classes = 3, .channels = 3, .height = 8, .width = 8, .train_per_class = 10}, "train");
+  const std::vector<int64_t> indices{7, 2, 29, 11, 0, 5, 18, 23, 3, 14, 9};  // 11 images, 3 shards of 3, 4, 4
+  data::LoaderOptions whole_options{.random_crop = true, .crop_padding = 2, .horizontal_flip = true, .seed = 9};
+  const data::Batch whole = data::make_batch(train, indices, whole_options, 3, 5);
+  std::vector<float> pixels;
+  std::vector<int64_t> labels, picked;
+  for (int64_t shard = 0; shard < 3; ++shard) {
+    data::LoaderOptions o = whole_options;
+    o.shard = shard;
+    o.shards = 3;
+    const data::Batch part = data::make_batch(train, indices, o, 3, 5);
+    EXPECT_EQ(part.size(), data::shard_begin(11, shard + 1, 3) - data::shard_begin(11, shard, 3));
+    EXPECT_EQ(part.batch_labels, whole.labels);
+    const std::vector<float> p = floats(part.images);
+    pixels.insert(pixels.end(), p.begin(), p.end());
+    labels.insert(labels.end(), part.labels.begin(), part.labels.end());
+    picked.insert(picked.end(), part.indices.begin(), part.indices.end());
+  }
+  EXPECT_THAT(picked, ElementsAreArray(indices));
+  EXPECT_EQ(labels, whole.labels);
+  EXPECT_EQ(pixels, floats(whole.images));  // bit for bit: the same draws per image
+}
+
+TEST(BatchShards, AShardThatDoesNotExistIsRefused) {
+  const data::Dataset train = data::make_synthetic({.num_classes = 2, .train_per_class = 4}, "train");
+  EXPECT_THROW(data::Loader(train, std::make_shared<data::SequentialSampler>(train.size()), {.shard = 2, .shards = 2}),
+               Error);
+}
+
+// Two threads stand for two ranks: each call sums the two threads' values, the same on both.
+class TwoWaySum {
+ public:
+  StatisticsSum of(int who) {
+    return [this, who](double* values, int64_t count) {
+      slots_[who].assign(values, values + count);
+      sync_.arrive_and_wait();
+      for (int64_t i = 0; i < count; ++i) values[i] = slots_[0][i] + slots_[1][i];
+      sync_.arrive_and_wait();
+    };
+  }
+
+ private:
+  std::barrier<> sync_{2};
+  std::vector<double> slots_[2];
+};
+
+TEST(SyncBatchNorm, ShardsComputeTheWholeBatchsForwardAndBackward) {
+  for (const bool channels_last : {false, true})
+    for (const bool relu : {false, true}) {
+      Generator gen(31);
+      const int64_t N = 7, C = 5, H = 3, W = 4, split = 3;
+      Tensor x = normal({N, C, H, W}, 0.5f, 2.f, gen), gy = normal({N, C, H, W}, 0.f, 1.f, gen);
+      if (channels_last) x = x.channels_last();
+      const Tensor gamma = normal({C}, 1.f, 0.3f, gen), beta = normal({C}, 0.f, 0.3f, gen);
+      Tensor whole_mean = Tensor::zeros({C}), whole_var = Tensor::ones({C});
+      BatchNormSaved saved;
+      const Tensor y = batch_norm_train_forward(x, gamma, beta, whole_mean, whole_var, 0.1f, 1e-5f, saved, relu);
+      const BatchNormGrads g = batch_norm_train_backward(gy, x, gamma, saved, y, relu);
+
+      TwoWaySum sum;
+      Tensor y_part[2], dx_part[2], dgamma[2], dbeta[2], mean[2], var[2];
+      auto shard = [&](int r) {
+        const int64_t b = r == 0 ? 0 : split, e = r == 0 ? split : N;
+        const Tensor xs = channels_last ? x.slice(0, b, e).channels_last() : x.slice(0, b, e).contiguous();
+        const Tensor gys = gy.slice(0, b, e).contiguous();
+        mean[r] = Tensor::zeros({C});
+        var[r] = Tensor::ones({C});
+        BatchNormSaved s;
+        const StatisticsSum across = sum.of(r);
+        y_part[r] = batch_norm_train_forward(xs, gamma, beta, mean[r], var[r], 0.1f, 1e-5f, s, relu, across);
+        const BatchNormGrads d = batch_norm_train_backward(gys, xs, gamma, s, y_part[r], relu, across);
+        dx_part[r] = d.x;
+        dgamma[r] = d.gamma;
+        dbeta[r] = d.beta;
+      };
+      std::thread other(shard, 1);
+      shard(0);
+      other.join();
+
+      for (int r = 0; r < 2; ++r) {
+        const int64_t b = r == 0 ? 0 : split, e = r == 0 ? split : N;
+        EXPECT_THAT(floats(y_part[r].contiguous()),
+                    testing::Pointwise(testing::FloatNear(1e-5f), floats(y.slice(0, b, e).contiguous())));
+        EXPECT_THAT(floats(dx_part[r].contiguous()),
+                    testing::Pointwise(testing::FloatNear(1e-5f), floats(g.x.slice(0, b, e).contiguous())));
+        EXPECT_THAT(floats(mean[r]), testing::Pointwise(testing::FloatNear(1e-6f), floats(whole_mean)));
+        EXPECT_THAT(floats(var[r]), testing::Pointwise(testing::FloatNear(1e-5f), floats(whole_var)));
+      }
+      // The affine gradients stay each shard's; their sum (the gradient sum over ranks) is the batch's.
+      Tensor dgamma_sum = dgamma[0].clone().add_(dgamma[1]), dbeta_sum = dbeta[0].clone().add_(dbeta[1]);
+      EXPECT_THAT(floats(dgamma_sum), testing::Pointwise(testing::FloatNear(1e-4f), floats(g.gamma)));
+      EXPECT_THAT(floats(dbeta_sum), testing::Pointwise(testing::FloatNear(1e-4f), floats(g.beta)));
+    }
+}
+
+TEST(LossShare, SharesWeightTheShardsMeanLossesIntoTheBatchs) {
+  const std::vector<int64_t> batch{0, 1, 1, 2, 0, 2, 2};
+  const std::vector<int64_t> a{0, 1, 1}, b{2, 0, 2, 2};
+  EXPECT_DOUBLE_EQ(dist::shard_loss_share(a, batch, {}), 3.0 / 7.0);
+  const std::vector<float> w{1.f, 2.f, 4.f};
+  EXPECT_DOUBLE_EQ(dist::shard_loss_share(a, batch, w), 5.0 / 18.0);
+  EXPECT_DOUBLE_EQ(dist::shard_loss_share(a, batch, w) + dist::shard_loss_share(b, batch, w), 1.0);
+}
+
+}  // namespace
+}  // namespace peel
