@@ -12,6 +12,7 @@
 #include <chrono>
 
 #include "datasets/loader.h"
+#include "experiments/normalization/training_probe.h"
 #include "experiments/run/data.h"
 #include "experiments/run/measure.h"
 #include "experiments/run/progress.h"
@@ -47,6 +48,7 @@ json run_training(const TrainConfig& c, const RunOptions& options) {
   data::Loader loader(data.train, make_sampler(c, data),
                       {.batch_size = c.batch, .random_crop = c.augment, .horizontal_flip = c.augment, .seed = c.seed});
   const std::vector<float> class_weights = class_loss_weights(c, data);
+  const Tensor elimination_probe = training_elimination_probe(c, data);  // undefined unless asked for
 
   // Model, loss and optimizer: SGD with momentum, weight decay on every parameter as the papers do.
   auto model = nn::make_model({.name = c.model,
@@ -102,6 +104,7 @@ json run_training(const TrainConfig& c, const RunOptions& options) {
 
     if ((epoch + 1) % c.metrics_every == 0 || epoch + 1 == c.epochs) {
       EpochMeasurement m = measure_epoch(*model, data, tally, lr, c.global_mean);
+      add_elimination_measurement(m, *model, elimination_probe);
       metrics.append(m.columns, folder.path("metrics.csv"));
       folder.write_metrics(metrics);
       progress.epoch_done(epoch, m.line);

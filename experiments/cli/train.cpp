@@ -91,6 +91,11 @@ void add_train_options(CLI::App* cmd, TrainConfig& c) {
       ->group(kSettings);
   add_enum_option(cmd, "--global-mean", c.global_mean, "all-samples (Fang et al.) | class-means (Papyan et al.)")
       ->group(kSettings);
+  cmd->add_option("--elimination-probe", c.elimination_probe,
+                  "Measure elimination singularities (es_* columns) on N training images (0 = off)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str()
+      ->group(kSettings);
   cmd->add_option("--test-limit", c.test_limit, "Evaluate on the first N test images only (0 = all)")
       ->check(CLI::NonNegativeNumber)
       ->group(kSettings);

@@ -34,6 +34,7 @@ void check_config(const TrainConfig& c) {
   PEEL_CHECK(c.lr > 0 && std::isfinite(c.lr), "lr must be positive, got {}", c.lr);
   PEEL_CHECK(c.estbn_moving_speed > 0 && c.estbn_moving_speed <= 1, "estbn_moving_speed must be in (0, 1], got {}",
              c.estbn_moving_speed);
+  PEEL_CHECK(c.elimination_probe >= 0, "elimination_probe must be >= 0 (0 = off), got {}", c.elimination_probe);
 }
 
 std::vector<int64_t> effective_milestones(const TrainConfig& c) {

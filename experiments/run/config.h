@@ -107,6 +107,7 @@ struct TrainConfig {
   // Measurement
   int64_t metrics_every = 1;  // collapse metrics every this many epochs (and at the last)
   GlobalMean global_mean = GlobalMean::AllSamples;
+  int64_t elimination_probe = 0;  // > 0: es_* columns on this many training images (docs/normalization.md)
   // Run
   uint64_t seed = 666;
   int threads = 0;  // 0 = all cores
@@ -117,7 +118,7 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(TrainConfig, dataset, data_dir, 
                                                 estbn_moving_speed, loss, mse_target_scale, mse_loss_scale, sampler,
                                                 oversample_factor, class_weights, lr, schedule, milestones,
                                                 warmup_epochs, epochs, batch, momentum, weight_decay, metrics_every,
-                                                global_mean, seed, threads, conv_backend)
+                                                global_mean, elimination_probe, seed, threads, conv_backend)
 
 // Throws naming the first setting that makes no sense (or that no choice offers).
 void check_config(const TrainConfig& config);
