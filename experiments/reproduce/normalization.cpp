@@ -93,8 +93,8 @@ std::string reproduce_normalization(const ReproduceConfig& rc) {
   if (!rc.model.empty()) models = {{rc.model, rc.model == "small_cnn" ? 1.0 : 0.25}};
   const std::vector<double> speeds{0.001, 0.01, 0.1};  // EstBN's r; 0.01 is peel's default (the main run)
 
-  // The default scale: a measured ~half hour on 2 cores (docs/normalization.md); --paper: the whole
-  // training set and a long schedule.
+  // The default scale: about 9 CPU-minutes on one thread, measured (docs/normalization.md, "How long
+  // the default takes"); --paper: the whole training set and a long schedule.
   TrainConfig base = shared_recipe(rc);
   base.dataset = rc.dataset.empty() ? "fashion-mnist" : rc.dataset;
   base.n_major = rc.n_major > 0 ? rc.n_major : rc.paper ? 0 : 80;
