@@ -60,7 +60,7 @@ TEST(CliElimination, TheProbeAddsItsColumnsAndChangesNothingElse) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
 
   const auto plain_rows = csv(plain / "metrics.csv"), probed_rows = csv(probed / "metrics.csv");
-  ASSERT_EQ(probed_rows.size(), 4u);                            // header and 3 measured epochs
+  ASSERT_EQ(probed_rows.size(), 4u);                                        // header and 3 measured epochs
   EXPECT_THAT(plain_rows[0], Not(Contains(::testing::StartsWith("es_"))));  // off by default: metrics.csv as before
   // small_cnn's 5 sites, each with its eliminated fraction and 3 x 5 quantiles, after the overall fraction.
   const auto& header = probed_rows[0];
