@@ -106,11 +106,13 @@ class BCNorm(nn.Module):
 
     def forward(self, x):
         out = self.bn(x)
-        out = out.view(1, x.size(0) * self.num_groups, -1)
+        # reshape where the official code has view: the same on NCHW memory, and also valid for
+        # --channels-last (a copy there).
+        out = out.reshape(1, x.size(0) * self.num_groups, -1)
         out = torch.batch_norm(out, None, None, None, None, True, 0, self.eps, True)
-        out = out.view(x.size(0), self.num_groups, -1)
+        out = out.reshape(x.size(0), self.num_groups, -1)
         out = self.weight * out + self.bias
-        return out.view_as(x)
+        return out.reshape(x.shape)
 
 
 class FRN(nn.Module):
