@@ -83,6 +83,12 @@ Verdict over_models(const std::vector<bool>& holds) {
                                               : Verdict::not_supported;
 }
 
+// A model's name for figure titles: gnuplot's enhanced text would set small_cnn's "_c" as a subscript.
+std::string in_title(std::string model) {
+  std::replace(model.begin(), model.end(), '_', ' ');
+  return model;
+}
+
 std::string pct(double v) { return std::isnan(v) ? "-" : fmt::format("{:.1f}%", 100 * v); }
 
 }  // namespace
@@ -177,9 +183,11 @@ std::string reproduce_normalization(const ReproduceConfig& rc) {
   // ---- Curves per model
   for (size_t mi = 0; mi < models.size(); ++mi) {
     const std::string& model = models[mi].model;
+    const std::string title_model = in_title(model);
     report.section(fmt::format("{} (width {:g})", model, models[mi].width));
     auto curves = [&](const std::string& column, const std::string& title, const std::string& y_label, bool log_y) {
-      Plot p{.title = fmt::format("{}: {}", model, title), .x_label = "epoch", .y_label = y_label, .log_y = log_y};
+      Plot p{
+          .title = fmt::format("{}: {}", title_model, title), .x_label = "epoch", .y_label = y_label, .log_y = log_y};
       for (size_t i : by_model[mi]) p.series.push_back({runs[i].label, metrics[i]["epoch"], metrics[i][column]});
       report.figure(p, "");
     };
@@ -189,7 +197,7 @@ std::string reproduce_normalization(const ReproduceConfig& rc) {
 
     // Per layer: the eliminated fraction at the last epoch, one line per norm.
     const std::vector<std::string> sites = sites_in_order(rc, runs[by_model[mi][0]]);
-    Plot per_layer{.title = fmt::format("{}: eliminated channels per activation site, last epoch", model),
+    Plot per_layer{.title = fmt::format("{}: eliminated channels per activation site, last epoch", title_model),
                    .x_label = "activation site (1 = first)",
                    .y_label = "fraction of channels eliminated"};
     std::vector<std::vector<json>> layer_rows;
@@ -214,7 +222,7 @@ std::string reproduce_normalization(const ReproduceConfig& rc) {
     // Per layer over training, one figure per run.
     for (size_t i : by_model[mi]) {
       const std::vector<std::string> own = sites_in_order(rc, runs[i]);
-      Plot p{.title = fmt::format("{}, {}: eliminated channels per site over training", model, runs[i].label),
+      Plot p{.title = fmt::format("{}, {}: eliminated channels per site over training", title_model, runs[i].label),
              .x_label = "epoch",
              .y_label = "fraction of channels eliminated"};
       p.y_min = 0;
@@ -249,10 +257,11 @@ std::string reproduce_normalization(const ReproduceConfig& rc) {
                  "The official code's r (<code>estbn_moving_speed</code>) is set by a training script it does not "
                  "include; peel's default is 0.01.");
   std::vector<std::vector<json>> speed_rows;
-  Plot speed_plot{.title = fmt::format("{}, BCN+WS at batch {}: test accuracy against r", models[0].model, micro),
-                  .x_label = "EstBN moving speed r",
-                  .y_label = "test accuracy",
-                  .log_x = true};
+  Plot speed_plot{
+      .title = fmt::format("{}, BCN+WS at batch {}: test accuracy against r", in_title(models[0].model), micro),
+      .x_label = "EstBN moving speed r",
+      .y_label = "test accuracy",
+      .log_x = true};
   Series speed_series{"test accuracy, last epoch", {}, {}};
   for (size_t k = 0; k < speeds.size(); ++k) {
     const size_t i = speed_runs[k];
