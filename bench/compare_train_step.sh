@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # peel's standard training step against PyTorch's, measured in the same run, alternating the two.
 #
-#   bench/compare_train_step.sh [--rounds N] [--threads T] [--batch B] [--peel PATH] [MODEL[:WIDTH] ...]
+#   bench/compare_train_step.sh [--rounds N] [--threads T] [--batch B] [--norm NORM]
+#                               [--bcn-batch-part batch|estimated] [--peel PATH] [MODEL[:WIDTH] ...]
 #
 # Models default to: small_cnn vgg11:0.25 resnet18:0.25. Each round runs, for each model, one fresh
-# process of `peel bench train-step --model M [--width W] --batch B --threads T` and one of
+# process of `peel bench train-step --model M [--width W] --batch B --threads T --norm N` and one of
 # bench/pytorch_train_step.py with the same settings (which goes first alternates by round). Both
 # print one JSON object as their last stdout line with images_per_sec and peak_rss_mb. The script
 # prints the per-round figures, then per model the medians over rounds and the ratios
 # peel/PyTorch, and one JSON line per model. Without python3-torch it reports peel alone.
+# --norm (default bn): docs/normalization.md; the PyTorch side of norms other than bn is unrun code.
 # Environment: PEEL_BIN (peel binary, default build/peel), PEEL_PYTHON (default /usr/bin/python3).
 set -euo pipefail
 
@@ -17,15 +19,19 @@ root="$(dirname "$here")"
 rounds=3
 threads=2
 batch=128
+norm=bn
+bcn_batch_part=batch
 peel="${PEEL_BIN:-$root/build/peel}"
 models=()
 
-usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
   case "$1" in
     --rounds) rounds="$2"; shift 2 ;;
     --threads) threads="$2"; shift 2 ;;
     --batch) batch="$2"; shift 2 ;;
+    --norm) norm="$2"; shift 2 ;;
+    --bcn-batch-part) bcn_batch_part="$2"; shift 2 ;;
     --peel) peel="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     -*) echo "compare_train_step.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
@@ -36,6 +42,8 @@ done
 for n in "$rounds" "$threads" "$batch"; do
   [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "compare_train_step.sh: '$n' is not a positive integer" >&2; exit 2; }
 done
+[[ "$norm" =~ ^(bn|gn|ln|gn\+ws|bcn\+ws|frn|wn|none)$ ]] || { echo "compare_train_step.sh: --norm '$norm' is not one of bn gn ln gn+ws bcn+ws frn wn none" >&2; exit 2; }
+[[ "$bcn_batch_part" =~ ^(batch|estimated)$ ]] || { echo "compare_train_step.sh: --bcn-batch-part '$bcn_batch_part' is not batch or estimated" >&2; exit 2; }
 [[ -x "$peel" ]] || { echo "compare_train_step.sh: peel binary '$peel' not found (build it, or pass --peel / PEEL_BIN)" >&2; exit 2; }
 
 python="${PEEL_PYTHON:-/usr/bin/python3}"  # Debian's python3, which has python3-torch
@@ -77,7 +85,7 @@ run() {
 }
 
 load="$(cut -d ' ' -f 1 /proc/loadavg)"
-echo "# $(nproc) cores, load average $load, threads $threads, batch $batch, rounds $rounds"
+echo "# $(nproc) cores, load average $load, threads $threads, batch $batch, norm $norm, rounds $rounds"
 if awk -v l="$load" 'BEGIN {exit !(l > 0.5)}'; then
   echo "# warning: the machine is busy; with OpenMP threads competing for cores the figures drop sharply" >&2
 fi
@@ -89,8 +97,10 @@ for ((r = 1; r <= rounds; r++)); do
     model="${spec%%:*}"
     width_args=()
     [[ "$spec" == *:* ]] && width_args=(--width "${spec#*:}")
-    peel_cmd=("$peel" bench train-step --model "$model" "${width_args[@]}" --batch "$batch" --threads "$threads")
-    torch_cmd=("$python" "$here/pytorch_train_step.py" --model "$model" "${width_args[@]}" --batch "$batch" --threads "$threads")
+    peel_cmd=("$peel" bench train-step --model "$model" "${width_args[@]}" --batch "$batch" --threads "$threads"
+              --norm "$norm" --bcn-batch-part "$bcn_batch_part")
+    torch_cmd=("$python" "$here/pytorch_train_step.py" --model "$model" "${width_args[@]}" --batch "$batch" --threads "$threads"
+               --norm "$norm" --bcn-batch-part "$bcn_batch_part")
     order=(peel torch)
     ((r % 2 == 0)) && order=(torch peel)
     for who in "${order[@]}"; do
@@ -118,6 +128,6 @@ for spec in "${models[@]}"; do
     t_rate=null t_rss=null speedup=null mem=null
   fi
   printf '%-16s %14s %14s %8s %10s %10s %8s\n' "$spec" "$p_rate" "$t_rate" "$speedup" "$p_rss" "$t_rss" "$mem"
-  json_lines+="{\"model\": \"${spec%%:*}\", \"width\": $([[ "$spec" == *:* ]] && echo "${spec#*:}" || echo null), \"threads\": $threads, \"batch\": $batch, \"rounds\": $rounds, \"peel_images_per_sec\": $p_rate, \"torch_images_per_sec\": $t_rate, \"speedup\": $speedup, \"peel_peak_rss_mb\": $p_rss, \"torch_peak_rss_mb\": $t_rss, \"rss_ratio\": $mem}"$'\n'
+  json_lines+="{\"model\": \"${spec%%:*}\", \"width\": $([[ "$spec" == *:* ]] && echo "${spec#*:}" || echo null), \"threads\": $threads, \"batch\": $batch, \"norm\": \"$norm\", \"rounds\": $rounds, \"peel_images_per_sec\": $p_rate, \"torch_images_per_sec\": $t_rate, \"speedup\": $speedup, \"peel_peak_rss_mb\": $p_rss, \"torch_peak_rss_mb\": $t_rss, \"rss_ratio\": $mem}"$'\n'
 done
 printf '\n%s' "$json_lines"

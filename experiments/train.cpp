@@ -20,6 +20,7 @@
 
 #include "datasets/loader.h"
 #include "experiments/distributed/data_parallel.h"
+#include "experiments/normalization/training_probe.h"
 #include "experiments/run/data.h"
 #include "experiments/run/measure.h"
 #include "experiments/run/progress.h"
@@ -69,6 +70,7 @@ json run_training(const TrainConfig& c, const RunOptions& options) {
                        .shards = comm.size()});
   check_shards(comm, loader);
   const std::vector<float> class_weights = class_loss_weights(c, data);
+  const Tensor elimination_probe = training_elimination_probe(c, data);  // undefined unless asked for
 
   // Model, loss and optimizer: SGD with momentum, weight decay on every parameter as the papers do.
   auto model = nn::make_model({.name = c.model,
@@ -140,6 +142,7 @@ json run_training(const TrainConfig& c, const RunOptions& options) {
     if ((epoch + 1) % c.metrics_every == 0 || epoch + 1 == c.epochs) {
       EpochMeasurement m =
           measure_epoch(*model, data, tally, lr, c.global_mean, square);  // each rank evaluates a share
+      add_elimination_measurement(m, *model, elimination_probe);
       metrics.append(m.columns, options.out_dir + "/metrics.csv");
       if (comm.is_root()) folder->write_metrics(metrics);
       if (square.rank && comm.is_root()) folder->write_measured_spectra(epoch + 1, m.spectra);

@@ -1,6 +1,9 @@
 // `peel bench train-step`: the standard training step of docs/reference-models.md (batch of
 // random images and labels, forward, mean cross-entropy, backward, SGD with momentum 0.9 and
-// weight decay 5e-4, train mode), timed after warm-up. The last line is one JSON object.
+// weight decay 5e-4, train mode), timed after warm-up, with any of the normalisations of
+// docs/normalization.md (--norm). Besides the images per second it reports the median time of
+// each phase of a step (zero_grad, forward, loss, backward, SGD step), measured in separate timed
+// steps so that the clock reads do not slow the throughput figure. The last line is one JSON object.
 #include <fmt/format.h>
 #include <sys/resource.h>
 
@@ -11,6 +14,7 @@
 
 #include "experiments/cli/commands.h"
 #include "experiments/cli/options.h"
+#include "experiments/run/config.h"
 #include "nn/models.h"
 #include "optim/optimizer.h"
 #include "tensor/conv/conv.h"
@@ -24,6 +28,9 @@ namespace {
 struct BenchOptions {
   std::string model = "small_cnn";
   double width = 1.0;
+  nn::Norm norm = nn::Norm::bn;
+  nn::BcnBatchPart bcn_batch_part = nn::BcnBatchPart::batch;
+  double estbn_moving_speed = nn::kDefaultEstbnMovingSpeed;
   int64_t batch = 128;
   int threads = 0;
   int warmup = 3;
@@ -50,6 +57,9 @@ void run_train_step_bench(const BenchOptions& o) {
   config.name = o.model;
   config.width = o.width;
   config.in_channels = o.model == "small_cnn" ? 1 : 3;  // MNIST-like for small_cnn, CIFAR-like otherwise
+  config.norm = o.norm;
+  config.bcn_batch_part = o.bcn_batch_part;
+  config.estbn_moving_speed = static_cast<float>(o.estbn_moving_speed);
   auto model = nn::make_model(config);
   model->train();
   const int64_t size = nn::model_image_size(o.model);
@@ -81,9 +91,37 @@ void run_train_step_bench(const BenchOptions& o) {
   }
   const MemoryStats end = memory_stats();
   std::sort(rates.begin(), rates.end());
+
+  // Where a step's time goes: the same step with a clock read between phases, median per phase.
+  using Clock = std::chrono::steady_clock;
+  const std::vector<std::string> phases{"zero_grad", "forward", "loss", "backward", "sgd_step"};
+  std::vector<std::vector<double>> phase_ms(phases.size());
+  for (int r = 0; r < o.repetitions * o.steps; ++r) {
+    Clock::time_point t[6];
+    t[0] = Clock::now();
+    sgd.zero_grad();
+    t[1] = Clock::now();
+    ag::Variable logits = model->forward(input);
+    t[2] = Clock::now();
+    ag::Variable loss = nn::cross_entropy(logits, labels);
+    t[3] = Clock::now();
+    loss.backward();
+    t[4] = Clock::now();
+    sgd.step();
+    t[5] = Clock::now();
+    for (size_t i = 0; i < phases.size(); ++i)
+      phase_ms[i].push_back(std::chrono::duration<double, std::milli>(t[i + 1] - t[i]).count());
+  }
+  nlohmann::json breakdown = nlohmann::json::object();
+  for (size_t i = 0; i < phases.size(); ++i) {
+    std::sort(phase_ms[i].begin(), phase_ms[i].end());
+    breakdown[phases[i]] = phase_ms[i][phase_ms[i].size() / 2];
+  }
   nlohmann::json out = {
       {"model", o.model},
       {"width", o.width},
+      {"norm", enum_name(o.norm)},
+      {"bcn_batch_part", enum_name(o.bcn_batch_part)},
       {"batch", o.batch},
       {"threads", num_threads()},
       // The OpenMP waiting policy the step ran with (tensor/threads.h: adopt_wait_policy).
@@ -93,6 +131,8 @@ void run_train_step_bench(const BenchOptions& o) {
       {"images_per_sec", rates[rates.size() / 2]},
       {"images_per_sec_min", rates.front()},
       {"images_per_sec_max", rates.back()},
+      {"step_ms", 1000.0 * static_cast<double>(o.batch) / rates[rates.size() / 2]},
+      {"phase_ms_median", breakdown},
       {"peak_rss_mb", peak_rss_mb()},
       {"parameters", model->parameter_count()},
       // Large buffers obtained from the system after warm-up: 0 means every step reused cached buffers.
@@ -111,6 +151,10 @@ void register_bench_command(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
   add_model_option(cmd, o->model);
   cmd->add_option("--width", o->width, "Width factor for vgg and resnet")->check(CLI::Range(0.01, 8.0));
+  add_enum_option(cmd, "--norm", o->norm, "Normalisation after each convolution (docs/normalization.md)");
+  add_enum_option(cmd, "--bcn-batch-part", o->bcn_batch_part, "bcn+ws: batch (BN) | estimated (EstBN)");
+  cmd->add_option("--estbn-moving-speed", o->estbn_moving_speed, "EstBN's moving speed r")
+      ->check(CLI::Range(1e-6, 1.0));
   cmd->add_option("--batch", o->batch, "Batch size")->check(CLI::Range(1, 65536));
   add_threads_option(cmd, o->threads);
   cmd->add_option("--warmup", o->warmup, "Untimed steps first")->check(CLI::Range(1, 1000));

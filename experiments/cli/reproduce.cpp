@@ -23,6 +23,7 @@ const std::map<std::string, std::string (*)(const ReproduceConfig&)> kStudies{
     {"neural-collapse", reproduce_neural_collapse},
     {"mitigation", reproduce_mitigation},
     {"square-loss", reproduce_square_loss},
+    {"normalization", reproduce_normalization},
 };
 }  // namespace
 
@@ -42,6 +43,8 @@ void register_reproduce_command(CLI::App& app) {
   cmd->add_flag("--paper", c->paper, "The paper's own protocol (n_A = 6000, 350 epochs; days on a CPU)");
   cmd->add_option("--epochs", c->epochs, "Override the number of epochs")->check(CLI::PositiveNumber);
   cmd->add_option("--n-major", c->n_major, "Override n_A (images per majority class)")->check(CLI::PositiveNumber);
+  cmd->add_option("--micro-batch", c->micro_batch, "normalization: the micro-batch size (default 2)")
+      ->check(CLI::PositiveNumber);
   add_threads_option(cmd, c->threads);
   add_seed_option(cmd, c->seed);
   cmd->add_option("--seeds", c->seeds,

@@ -101,6 +101,11 @@ void add_train_options(CLI::App* cmd, TrainConfig& c) {
   cmd->add_flag("--measure-mse-decomposition", c.measure_mse_decomposition,
                 "Also measure the MSE decomposition L_NC1, L_NC2/3, L_perp (docs/square-loss.md)")
       ->group(kSettings);
+  cmd->add_option("--elimination-probe", c.elimination_probe,
+                  "Measure elimination singularities (es_* columns) on N training images (0 = off)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str()
+      ->group(kSettings);
   cmd->add_option("--test-limit", c.test_limit, "Evaluate on the first N test images only (0 = all)")
       ->check(CLI::NonNegativeNumber)
       ->group(kSettings);

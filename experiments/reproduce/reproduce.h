@@ -10,11 +10,12 @@ namespace peel {
 struct ReproduceConfig {
   std::string out_dir;
   std::string data_dir = "data";
-  std::string dataset;  // empty: the study's default
-  std::string model;    // empty: the study's default
-  bool paper = false;   // the paper's own protocol (hours to days on a CPU)
-  int64_t epochs = 0;   // 0: the study's default
-  int64_t n_major = 0;  // 0: the study's default
+  std::string dataset;      // empty: the study's default
+  std::string model;        // empty: the study's default
+  bool paper = false;       // the paper's own protocol (hours to days on a CPU)
+  int64_t epochs = 0;       // 0: the study's default
+  int64_t n_major = 0;      // 0: the study's default
+  int64_t micro_batch = 0;  // normalization: the micro-batch size (0: 2)
   int threads = 0;
   uint64_t seed = 666;
   int64_t seeds = 1;  // runs of each configuration, seeds seed .. seed + seeds - 1 (minority-collapse)
@@ -31,5 +32,6 @@ std::string reproduce_minority_collapse(const ReproduceConfig& config);
 std::string reproduce_neural_collapse(const ReproduceConfig& config);
 std::string reproduce_mitigation(const ReproduceConfig& config);
 std::string reproduce_square_loss(const ReproduceConfig& config);  // square_loss.cpp, docs/square-loss.md
+std::string reproduce_normalization(const ReproduceConfig& config);
 
 }  // namespace peel

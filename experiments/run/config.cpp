@@ -39,6 +39,7 @@ void check_config(const TrainConfig& c) {
                  (c.norm == nn::Norm::bcn_ws && c.bcn_batch_part == nn::BcnBatchPart::batch),
              "sync_bn needs batch statistics to synchronise: norm bn, or bcn+ws with bcn_batch_part batch (norm is {})",
              enum_name(c.norm));
+  PEEL_CHECK(c.elimination_probe >= 0, "elimination_probe must be >= 0 (0 = off), got {}", c.elimination_probe);
 }
 
 std::vector<int64_t> effective_milestones(const TrainConfig& c) {

@@ -112,6 +112,7 @@ struct TrainConfig {
   // the MSE decomposition L_NC1, L_NC2/3, L_perp. rank_epsilon: the eps of the s_i / s_1 > eps count.
   bool measure_rank = false, measure_mse_decomposition = false;
   double rank_epsilon = 1e-3;
+  int64_t elimination_probe = 0;  // > 0: es_* columns on this many training images (docs/normalization.md)
   // Run
   uint64_t seed = 666;
   int threads = 0;  // 0 = all cores
@@ -126,7 +127,7 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(TrainConfig, dataset, data_dir, 
                                                 oversample_factor, class_weights, lr, schedule, milestones,
                                                 warmup_epochs, epochs, batch, momentum, weight_decay, metrics_every,
                                                 global_mean, measure_rank, measure_mse_decomposition, rank_epsilon,
-                                                seed, threads, conv_backend, sync_bn)
+                                                elimination_probe, seed, threads, conv_backend, sync_bn)
 
 // Throws naming the first setting that makes no sense (or that no choice offers).
 void check_config(const TrainConfig& config);
