@@ -154,7 +154,10 @@ void write_state(const std::string& path, const std::vector<std::pair<std::strin
 }
 
 std::vector<std::pair<std::string, Tensor>> read_state(const std::string& path) {
-  const io::Bytes bytes = io::read_file(path);
+  return parse_state(io::read_file(path), path);
+}
+
+std::vector<std::pair<std::string, Tensor>> parse_state(std::span<const uint8_t> bytes, const std::string& path) {
   Reader r(bytes, path);
   const std::span<const uint8_t> magic = r.take(sizeof(kMagic), "the magic number");
   PEEL_CHECK(std::memcmp(magic.data(), kMagic, sizeof(kMagic)) == 0,
