@@ -4,7 +4,7 @@
 // Run by `scripts/fuzz --make-seeds`; the output is committed.
 #include <zlib.h>
 
-#include <cstring>
+#include <cmath>
 #include <filesystem>
 #include <iostream>
 #include <string>
@@ -14,6 +14,7 @@
 #include "datasets/formats/idx.h"
 #include "experiments/run/folder.h"
 #include "nn/module.h"
+#include "tensor/error.h"
 #include "tensor/io/file_io.h"
 
 using namespace peel;
