@@ -1,5 +1,5 @@
 // Writes the seed corpus of every fuzz target, tests/fuzz/corpus/<target>/, with peel's own
-// writers where it has them (encode_idx, write_state, write_metrics_csv), so each seed is a
+// writers where it has them (encode_idx, write_state), so each seed is a
 // known-good file that the reader accepts; the seeds are small on purpose (the fuzzer grows them).
 // Run by `scripts/fuzz --make-seeds`; the output is committed.
 #include <zlib.h>
@@ -12,7 +12,6 @@
 #include "datasets/formats/cifar.h"
 #include "datasets/formats/fashion_json.h"
 #include "datasets/formats/idx.h"
-#include "experiments/run/folder.h"
 #include "nn/module.h"
 #include "tensor/error.h"
 #include "tensor/io/file_io.h"
@@ -106,12 +105,13 @@ void state_seeds(const fs::path& dir) {
   write(dir / "v1.peel", state_v1());
 }
 
+// As write_metrics_csv writes it (%.17g, "nan"), spelled out so that this program needs only the
+// libraries below experiments/ and is built with the first fuzz targets.
 void metrics_seeds(const fs::path& dir) {
-  fs::create_directories(dir);
-  MetricsTable t;
-  t.columns = {"epoch", "train_loss", "test_accuracy", "nc1"};
-  t.rows = {{1, 2.302585092994046, 0.1, std::nan("")}, {2, 0.5, 0.8125, 1e-3}, {3, 0.25, 0.9, 2.5e-7}};
-  write_metrics_csv((dir / "three_epochs.csv").string(), t);
+  write(dir / "three_epochs.csv", std::string("epoch,train_loss,test_accuracy,nc1\n"
+                                              "1,2.3025850929940459,0.10000000000000001,nan\n"
+                                              "2,0.5,0.8125,0.001\n"
+                                              "3,0.25,0.90000000000000002,2.4999999999999999e-07\n"));
   write(dir / "header_only.csv", std::string("epoch,train_loss\n"));
 }
 
