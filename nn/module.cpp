@@ -154,7 +154,10 @@ void write_state(const std::string& path, const std::vector<std::pair<std::strin
 }
 
 std::vector<std::pair<std::string, Tensor>> read_state(const std::string& path) {
-  const io::Bytes bytes = io::read_file(path);
+  return parse_state(io::read_file(path), path);
+}
+
+std::vector<std::pair<std::string, Tensor>> parse_state(std::span<const uint8_t> bytes, const std::string& path) {
   Reader r(bytes, path);
   const std::span<const uint8_t> magic = r.take(sizeof(kMagic), "the magic number");
   PEEL_CHECK(std::memcmp(magic.data(), kMagic, sizeof(kMagic)) == 0,
@@ -196,16 +199,22 @@ std::vector<std::pair<std::string, Tensor>> read_state(const std::string& path) 
                named, rank, r.pos() - 4, kMaxRank);
     Shape shape;
     uint64_t numel = 1;
+    // The product of the dimensions with a 0 counted as 1: it bounds every stride. Bounding only
+    // the element count let [0, 2^62, 2^62] through, whose strides overflow int64 (found by
+    // tests/fuzz/fuzz_state).
+    uint64_t extent = 1;
     for (uint32_t d = 0; d < rank; ++d) {
       const auto dim = r.get<int64_t>(named + ": a dimension");
-      // Bounding the element count keeps the product from overflowing; whether the file holds
-      // the values is checked when they are read.
-      PEEL_CHECK(dim >= 0 && (dim == 0 || numel <= kMaxElements / static_cast<uint64_t>(dim)),
-                 "{}: {}: dimension {} at byte {} is implausible (negative, or over 2^60 elements in all); the file "
-                 "is corrupt",
+      // Bounding the extent keeps every product from overflowing; whether the file holds the
+      // values is checked when they are read.
+      const uint64_t counted = dim > 0 ? static_cast<uint64_t>(dim) : 1;
+      PEEL_CHECK(dim >= 0 && extent <= kMaxElements / counted,
+                 "{}: {}: dimension {} at byte {} is implausible (negative, or the dimensions multiply to over 2^60); "
+                 "the file is corrupt",
                  path, named, dim, r.pos() - 8);
       shape.push_back(dim);
       numel *= static_cast<uint64_t>(dim);
+      extent *= counted;
     }
     const std::span<const uint8_t> values =
         r.take(numel * sizeof(float), named + ": the values of shape " + to_string(shape));

@@ -4,7 +4,9 @@
 // model and its PyTorch twin have the same names.
 #pragma once
 
+#include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -81,6 +83,8 @@ using ModulePtr = std::shared_ptr<Module>;
 inline constexpr uint32_t kStateFormatVersion = 2;
 void write_state(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& state);
 std::vector<std::pair<std::string, Tensor>> read_state(const std::string& path);
+// The same, on a state file's bytes; `path` names the file in errors (any name will do).
+std::vector<std::pair<std::string, Tensor>> parse_state(std::span<const uint8_t> bytes, const std::string& path);
 // Copies `loaded` into `target` by name, after checking that names and shapes match.
 void assign_state(const std::vector<std::pair<std::string, Tensor>>& target,
                   const std::vector<std::pair<std::string, Tensor>>& loaded, const std::string& source);

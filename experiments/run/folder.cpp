@@ -73,9 +73,16 @@ void MetricsTable::append(const MetricColumns& row, const std::string& path) {
 }
 
 MetricsTable read_metrics_csv(const std::string& path, int64_t up_to_epoch) {
+  std::ifstream file(path);
+  if (!file) return {};
+  std::stringstream text;
+  text << file.rdbuf();
+  return parse_metrics_csv(text.str(), path, up_to_epoch);
+}
+
+MetricsTable parse_metrics_csv(const std::string& text, const std::string& path, int64_t up_to_epoch) {
   MetricsTable t;
-  std::ifstream in(path);
-  if (!in) return t;
+  std::istringstream in(text);
   std::string line;
   PEEL_CHECK(std::getline(in, line) && !line.empty(), "{}: no header line", path);
   t.columns = split_csv_line(line);

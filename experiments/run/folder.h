@@ -36,6 +36,9 @@ struct MetricsTable {
 // Reads metrics.csv, keeping the rows of epochs <= up_to_epoch. A missing file is an empty table;
 // a cell that is not a number, a short row or a bad header is an error naming file, line and column.
 MetricsTable read_metrics_csv(const std::string& path, int64_t up_to_epoch = std::numeric_limits<int64_t>::max());
+// The same, on the file's text; `path` names the file in errors (any name will do).
+MetricsTable parse_metrics_csv(const std::string& text, const std::string& path,
+                               int64_t up_to_epoch = std::numeric_limits<int64_t>::max());
 void write_metrics_csv(const std::string& path, const MetricsTable& table);
 
 // Wall-clock bookkeeping, carried through checkpoints so a resumed run reports its whole time.

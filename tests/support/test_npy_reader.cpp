@@ -210,6 +210,8 @@ TEST(TorchFixtures, FixturePatternMatchesStoredInitialWeights) {
     ++compared;
   }
   EXPECT_EQ(compared, 23);  // conv1, fc.weight, fc.bias and the 4 entries of each of 5 BN layers
-  for (const auto& [name, rule] : read_json(kFixtures + "/resnet18/manifest.json").at("init").items())
+  // Named: a range-for over read_json(...).at(...) would iterate a temporary already destroyed.
+  const auto resnet18 = read_json(kFixtures + "/resnet18/manifest.json");
+  for (const auto& [name, rule] : resnet18.at("init").items())
     EXPECT_EQ(rule.at("seed").get<uint32_t>(), fixture_seed(name)) << name;
 }
