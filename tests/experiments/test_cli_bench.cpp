@@ -13,8 +13,13 @@ using ::testing::HasSubstr;
 namespace {
 
 nlohmann::json last_json_line(const std::string& output) {
-  const size_t at = output.rfind('{');
-  return at == std::string::npos ? nlohmann::json::object() : nlohmann::json::parse(output.substr(at), nullptr, false);
+  // The last line (the JSON object may hold nested ones).
+  const std::string& text = output;
+  const size_t end = text.find_last_not_of('\n');
+  const size_t start = end == std::string::npos ? 0 : text.rfind('\n', end);
+  const std::string line = text.substr(start == std::string::npos ? 0 : start + 1);
+  const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+  return j.is_object() ? j : nlohmann::json::object();
 }
 
 TEST(CliBench, InferTimesTheEvalForwardOfEachModel) {

@@ -19,9 +19,13 @@ nlohmann::json bench_json(const SpawnOptions& options) {
                            "--steps", "1", "--threads", "2"},
                           options);
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  const size_t last = r.output.rfind('{');
-  if (last == std::string::npos) return nlohmann::json::object();
-  return nlohmann::json::parse(r.output.substr(last), nullptr, false);
+  // The last line (the JSON object may hold nested ones).
+  const std::string& text = r.output;
+  const size_t end = text.find_last_not_of('\n');
+  const size_t start = end == std::string::npos ? 0 : text.rfind('\n', end);
+  const std::string line = text.substr(start == std::string::npos ? 0 : start + 1);
+  const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+  return j.is_object() ? j : nlohmann::json::object();
 }
 
 TEST(CliWaitPolicy, PeelSetsTheShortSpinWhenNoPolicyIsChosen) {
