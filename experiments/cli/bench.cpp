@@ -5,13 +5,13 @@
 // each phase of a step (zero_grad, forward, loss, backward, SGD step), measured in separate timed
 // steps so that the clock reads do not slow the throughput figure. The last line is one JSON object.
 #include <fmt/format.h>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
+#include "experiments/cli/bench_setup.h"
 #include "experiments/cli/commands.h"
 #include "experiments/cli/options.h"
 #include "experiments/run/config.h"
@@ -26,52 +26,25 @@ namespace peel::cli {
 namespace {
 
 struct BenchOptions {
-  std::string model = "small_cnn";
-  double width = 1.0;
-  nn::Norm norm = nn::Norm::bn;
-  nn::BcnBatchPart bcn_batch_part = nn::BcnBatchPart::batch;
-  double estbn_moving_speed = nn::kDefaultEstbnMovingSpeed;
-  int64_t batch = 128;
-  int threads = 0;
-  int warmup = 3;
-  int repetitions = 7;
+  BenchModelOptions common;
   int steps = 5;  // per repetition
-  ConvBackend conv_backend = default_conv_backend();
 };
-
-double peak_rss_mb() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
-}
 
 nlohmann::json environment_value(const char* name) {
   const char* value = std::getenv(name);
   return value != nullptr ? nlohmann::json(value) : nlohmann::json(nullptr);
 }
 
-void run_train_step_bench(const BenchOptions& o) {
-  set_num_threads(o.threads);
-  set_default_conv_backend(o.conv_backend);
-  nn::ModelConfig config;
-  config.name = o.model;
-  config.width = o.width;
-  config.in_channels = o.model == "small_cnn" ? 1 : 3;  // MNIST-like for small_cnn, CIFAR-like otherwise
-  config.norm = o.norm;
-  config.bcn_batch_part = o.bcn_batch_part;
-  config.estbn_moving_speed = static_cast<float>(o.estbn_moving_speed);
-  auto model = nn::make_model(config);
-  model->train();
-  const int64_t size = nn::model_image_size(o.model);
+void run_train_step_bench(const BenchOptions& options) {
+  const BenchModelOptions& o = options.common;
   Generator gen(1);
-  // Random images in channels-last memory (N,H,W,C), the layout the loader delivers.
-  Tensor dense = normal({o.batch, size, size, config.in_channels}, 0.f, 1.f, gen);
-  Tensor images = make_view(dense, {o.batch, config.in_channels, size, size},
-                            {size * size * config.in_channels, 1, size * config.in_channels, config.in_channels}, 0);
+  const BenchModel bench = make_bench_model(o, gen);
+  const std::shared_ptr<nn::Network>& model = bench.model;
+  model->train();
   std::vector<int64_t> labels(static_cast<size_t>(o.batch));
-  for (auto& y : labels) y = gen.randint(config.classes);
+  for (auto& y : labels) y = gen.randint(bench.config.classes);
   optim::Sgd sgd({{model->parameters(), 5e-4f, 1.f}}, {.lr = 0.01f, .momentum = 0.9f});
-  ag::Variable input(images);
+  ag::Variable input(bench.images);
 
   auto step = [&] {
     sgd.zero_grad();
@@ -84,9 +57,9 @@ void run_train_step_bench(const BenchOptions& o) {
   std::vector<double> rates;
   for (int r = 0; r < o.repetitions; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
-    for (int s = 0; s < o.steps; ++s) step();
+    for (int s = 0; s < options.steps; ++s) step();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    rates.push_back(static_cast<double>(o.batch * o.steps) / seconds);
+    rates.push_back(static_cast<double>(o.batch * options.steps) / seconds);
     fmt::print("repetition {}: {:.0f} images/s\n", r + 1, rates.back());
   }
   const MemoryStats end = memory_stats();
@@ -96,7 +69,7 @@ void run_train_step_bench(const BenchOptions& o) {
   using Clock = std::chrono::steady_clock;
   const std::vector<std::string> phases{"zero_grad", "forward", "loss", "backward", "sgd_step"};
   std::vector<std::vector<double>> phase_ms(phases.size());
-  for (int r = 0; r < o.repetitions * o.steps; ++r) {
+  for (int r = 0; r < o.repetitions * options.steps; ++r) {
     Clock::time_point t[6];
     t[0] = Clock::now();
     sgd.zero_grad();
@@ -149,22 +122,11 @@ void register_bench_command(CLI::App& app) {
   bench->require_subcommand(1);
   auto* cmd = bench->add_subcommand("train-step", "Time the standard training step of a reference model");
   auto o = std::make_shared<BenchOptions>();
-  add_model_option(cmd, o->model);
-  cmd->add_option("--width", o->width, "Width factor for vgg and resnet")->check(CLI::Range(0.01, 8.0));
-  add_enum_option(cmd, "--norm", o->norm, "Normalisation after each convolution (docs/normalization.md)");
-  add_enum_option(cmd, "--bcn-batch-part", o->bcn_batch_part, "bcn+ws: batch (BN) | estimated (EstBN)");
-  cmd->add_option("--estbn-moving-speed", o->estbn_moving_speed, "EstBN's moving speed r")
-      ->check(CLI::Range(1e-6, 1.0));
-  cmd->add_option("--batch", o->batch, "Batch size")->check(CLI::Range(1, 65536));
-  add_threads_option(cmd, o->threads);
-  cmd->add_option("--warmup", o->warmup, "Untimed steps first")->check(CLI::Range(1, 1000));
-  cmd->add_option("--repetitions", o->repetitions, "Timed repetitions (the median is reported)")
-      ->check(CLI::Range(1, 1000));
+  add_bench_model_options(cmd, o->common);
   cmd->add_option("--steps", o->steps, "Steps per repetition")->check(CLI::Range(1, 100000));
-  add_conv_backend_option(cmd, o->conv_backend);
   cmd->callback([o] {
     BenchOptions options = *o;
-    options.threads = capped_threads(options.threads);
+    options.common.threads = capped_threads(options.common.threads);
     run_train_step_bench(options);
   });
   register_bench_infer_command(bench);
