@@ -8,8 +8,9 @@
 //
 // Under `mpirun -np N` (experiments/distributed/) every rank runs this loop on its shard of each
 // batch: its loss is scaled by the shard's share of the batch's mean loss, the gradients are summed
-// over the ranks before the step, each rank evaluates a share of the images the metrics need, and
-// rank 0 alone writes the run folder. With one process those steps do nothing.
+// over the ranks before the step (--allreduce overlap: bucket by bucket while backward runs), each
+// rank evaluates a share of the images the metrics need, and rank 0 alone writes the run folder.
+// With one process those steps do nothing.
 #include "experiments/train.h"
 
 #include <fmt/format.h>

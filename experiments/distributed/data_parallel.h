@@ -1,6 +1,7 @@
 // Data-parallel training over the ranks of a Communicator (comm.h), in PyTorch DDP's manner: each
 // rank runs forward and backward on its shard of every batch, the gradients are summed over the
-// ranks bucket by bucket in a fixed order, and every rank then takes the same optimizer step.
+// ranks bucket by bucket in a fixed order (each bucket as soon as backward has completed it, by
+// default), and every rank then takes the same optimizer step.
 //
 // The sum equals the single-process gradient because each rank scales its loss by its shard's
 // share of the batch's loss (shard_loss_share) before backward: the batch's mean loss is the sum of

@@ -320,7 +320,7 @@ TEST(DataParallel, ABatchTooSmallToShareIsRefusedBeforeTraining) {
 
 TEST(DataParallel, SummingWhileBackwardRunsGivesTheBitsOfSummingAfterItWithSyncBatchNorm) {
   SKIP_WITHOUT_MPI();
-  // 64 KiB buckets: small_cnn's 140,458 gradients travel in 9, started during backward between
+  // 64 KiB buckets: small_cnn's 140,458 gradients travel in 7, started during backward between
   // synchronised batch norm's own sums.
   const auto summary = expect_overlap_gives_the_bits_of_after("overlap_sync_bn", {"--sync-bn"}, "64");
   EXPECT_GT(summary["data_parallel"]["gradient_buckets"].get<int64_t>(), 4);
