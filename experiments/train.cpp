@@ -250,6 +250,7 @@ json data_parallel_summary(const dist::Communicator& comm, const dist::GradientB
           {"collective_seconds", t.seconds},
           {"allreduce", enum_name(gradients.mode())},
           {"gradient_buckets", gradients.buckets()},
+          {"gradient_buckets_started_in_backward_per_step", static_cast<double>(g.started_in_backward) / steps},
           {"steps", g.steps},
           {"step_ms", 1000 * train_seconds / steps},
           {"gradient_bytes_per_step", static_cast<double>(g.bytes) / steps},

@@ -81,7 +81,10 @@ void GradientBuckets::parameter_ready(const Communicator& comm, size_t k) {
   schedule_.push_back(static_cast<int64_t>(k));
   --missing_[bucket_of_[k]];
   // In bucket order only, so that every rank starts the same sums in the same order.
-  while (next_start_ < buckets_.size() && missing_[next_start_] == 0) start(comm, next_start_++);
+  for (; next_start_ < buckets_.size() && missing_[next_start_] == 0; ++next_start_) {
+    start(comm, next_start_);
+    ++cost_.started_in_backward;
+  }
   const auto t0 = std::chrono::steady_clock::now();
   while (first_unfinished_ < next_start_ && comm.test(pending_[first_unfinished_])) ++first_unfinished_;
   cost_.mpi_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -65,8 +65,9 @@ class GradientBuckets {
   // What the gradient sums cost this process since it started, for docs/scaling.md.
   struct Cost {
     int64_t steps = 0, bytes = 0;
-    double exposed_seconds = 0;  // inside sum(): what the step waited for after backward
-    double mpi_seconds = 0;      // inside MPI calls for gradients: the starts and tests during backward, the waits
+    int64_t started_in_backward = 0;  // buckets started by the hook, before sum()
+    double exposed_seconds = 0;       // inside sum(): what the step waited for after backward
+    double mpi_seconds = 0;           // inside MPI calls for gradients: the starts and tests during backward, the waits
   };
   const Cost& cost() const { return cost_; }
 

@@ -202,6 +202,7 @@ nlohmann::json expect_overlap_gives_the_bits_of_after(const std::string& name, s
   EXPECT_EQ(nlohmann::json::parse(read_file(overlap / "config.json"))["allreduce"], "overlap");
   EXPECT_EQ(summary["data_parallel"]["gradient_bytes_per_step"],
             summary_after["data_parallel"]["gradient_bytes_per_step"]);
+  EXPECT_EQ(summary_after["data_parallel"]["gradient_buckets_started_in_backward_per_step"], 0);
   fs::remove_all(overlap);
   fs::remove_all(after);
   return summary;
@@ -324,12 +325,17 @@ TEST(DataParallel, SummingWhileBackwardRunsGivesTheBitsOfSummingAfterItWithSyncB
   // synchronised batch norm's own sums.
   const auto summary = expect_overlap_gives_the_bits_of_after("overlap_sync_bn", {"--sync-bn"}, "64");
   EXPECT_GT(summary["data_parallel"]["gradient_buckets"].get<int64_t>(), 4);
+  // Every bucket starts inside backward, the last too: it completes with the first layer's
+  // parameters, which the walk reaches before it returns.
+  EXPECT_EQ(summary["data_parallel"]["gradient_buckets_started_in_backward_per_step"],
+            summary["data_parallel"]["gradient_buckets"]);
 }
 
 TEST(DataParallel, SummingWhileBackwardRunsGivesTheBitsOfSummingAfterItInOneBucket) {
   SKIP_WITHOUT_MPI();
   const auto summary = expect_overlap_gives_the_bits_of_after("overlap_one_bucket", {"--norm", "none"}, "1024");
   EXPECT_EQ(summary["data_parallel"]["gradient_buckets"], 1);
+  EXPECT_EQ(summary["data_parallel"]["gradient_buckets_started_in_backward_per_step"], 1);
 }
 
 TEST(DataParallel, TwoRanksWithSyncEstimatedBatchNormComputeWhatOneProcessComputes) {
