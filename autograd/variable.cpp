@@ -69,14 +69,14 @@ Variable make_result(Tensor value, std::vector<Variable> inputs, const char* op,
   return out;
 }
 
-void Variable::backward() const {
+void Variable::backward(const LeafReady& on_leaf_ready) const {
   PEEL_CHECK(defined(), "backward: undefined variable");
   PEEL_CHECK(numel() == 1, "backward: needs a one-element value or an explicit gradient; '{}' has shape {}", name(),
              to_string(shape()));
-  backward(Tensor::ones(shape()));
+  backward(Tensor::ones(shape()), on_leaf_ready);
 }
 
-void Variable::backward(const Tensor& upstream) const {
+void Variable::backward(const Tensor& upstream, const LeafReady& on_leaf_ready) const {
   PEEL_CHECK(defined(), "backward: undefined variable");
   PEEL_CHECK(requires_grad(), "backward: the value does not require a gradient (no input did)");
   PEEL_CHECK(upstream.shape() == shape(), "backward: upstream gradient has shape {}, value has shape {}",
@@ -116,6 +116,7 @@ void Variable::backward(const Tensor& upstream) const {
         v->grad = Tensor::zeros(v->value.shape());
       }
       v->grad.add_(g);
+      if (on_leaf_ready) on_leaf_ready(*v);  // every path into v has been summed into `pending` before now
       continue;
     }
     Node& node = *v->grad_fn;

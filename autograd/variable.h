@@ -4,7 +4,9 @@
 // its value with tensor/ and, when some input requires a gradient, records a Node holding the
 // inputs and a backward function: given dL/d(output), it returns dL/d(input) for each input.
 // backward() walks the graph in reverse topological order without recursion, accumulates the
-// gradients of leaves into .grad(), and frees the graph it consumed.
+// gradients of leaves into .grad(), and frees the graph it consumed. It can tell its caller as soon
+// as each leaf's gradient is complete (LeafReady), so that a data-parallel trainer starts summing
+// that gradient over processes while backward goes on with the layers below.
 #pragma once
 
 #include <functional>
@@ -17,6 +19,15 @@
 namespace peel::ag {
 
 struct Node;
+struct VariableState;
+
+// Called by backward once for each leaf that requires a gradient and that the backward reaches,
+// right after the sum of every path's contribution has been added into its .grad(): the walk
+// reaches a value only after all the values made from it, so nothing more arrives for that leaf in
+// this backward. The calls come in the walk's order (reverse topological: the parameters of the
+// last layers first), which is the same for the same graph. The hook must not change the leaf's
+// gradient; if it throws, backward stops there and the graph is left half consumed.
+using LeafReady = std::function<void(const VariableState& leaf)>;
 
 // The shared state behind a Variable; copies of a Variable refer to the same state.
 struct VariableState {
@@ -56,8 +67,9 @@ class Variable {
 
   // Back-propagates from this value. Without an argument the value must have one element and the
   // upstream gradient is 1. The graph is freed afterwards (a second backward through it throws).
-  void backward() const;
-  void backward(const Tensor& upstream) const;
+  // `on_leaf_ready`, when not empty, is told as each leaf's gradient becomes complete (LeafReady).
+  void backward(const LeafReady& on_leaf_ready = {}) const;
+  void backward(const Tensor& upstream, const LeafReady& on_leaf_ready = {}) const;
 
   VariableState* state() const { return state_.get(); }
 

@@ -8,8 +8,9 @@
 //
 // Under `mpirun -np N` (experiments/distributed/) every rank runs this loop on its shard of each
 // batch: its loss is scaled by the shard's share of the batch's mean loss, the gradients are summed
-// over the ranks before the step, each rank evaluates a share of the images the metrics need, and
-// rank 0 alone writes the run folder. With one process those steps do nothing.
+// over the ranks before the step (--allreduce overlap: bucket by bucket while backward runs), each
+// rank evaluates a share of the images the metrics need, and rank 0 alone writes the run folder.
+// With one process those steps do nothing.
 #include "experiments/train.h"
 
 #include <fmt/format.h>
@@ -38,6 +39,8 @@ namespace {
 optim::ScheduleConfig make_schedule(const TrainConfig& c);
 json found_in_data(const TrainConfig& c, const TrainingData& d, const std::vector<float>& class_weights);
 json summarize(const TrainConfig& c, const MetricsTable& table, const RunTiming& timing);
+json data_parallel_summary(const dist::Communicator& comm, const dist::GradientBuckets& gradients,
+                           double train_seconds);
 void check_shards(const dist::Communicator& comm, const data::Loader& loader);
 void synchronise_batch_norm(const dist::Communicator& comm, nn::Module& model);
 json weight_spectra(const nn::Module& model);
@@ -89,7 +92,7 @@ json run_training(const TrainConfig& c, const RunOptions& options) {
   optim::Sgd sgd({{model->parameters(), static_cast<float>(c.weight_decay), 1.f}},
                  {.lr = static_cast<float>(c.lr), .momentum = static_cast<float>(c.momentum)});
   const optim::ScheduleConfig schedule = make_schedule(c);
-  dist::GradientBuckets gradients(model->parameters());
+  dist::GradientBuckets gradients(model->parameters(), c.allreduce, c.bucket_kib * 1024 / int64_t{sizeof(float)});
   if (c.sync_bn) synchronise_batch_norm(comm, *model);
 
   // Where to start: epoch 1, or after the folder's last checkpoint.
@@ -110,6 +113,7 @@ json run_training(const TrainConfig& c, const RunOptions& options) {
     fmt::print("resuming {} after epoch {}\n", folder->dir(), first_epoch);
 
   Progress progress(c.epochs, loader.batches_per_epoch(), quiet);
+  double session_train_seconds = 0;  // this process's, for the data-parallel figures (a resume restarts them)
   const auto wall_start = std::chrono::steady_clock::now();
   const double wall_before = timing.wall_seconds;
   for (int64_t epoch = first_epoch; epoch < end_epoch; ++epoch) {
@@ -126,14 +130,17 @@ json run_training(const TrainConfig& c, const RunOptions& options) {
       ag::Variable loss = loss_of(logits, batch->labels);
       if (comm.distributed())  // this shard's part of the batch's mean loss
         loss = loss * static_cast<float>(dist::shard_loss_share(batch->labels, batch->batch_labels, class_weights));
-      loss.backward();
-      gradients.sum(comm);  // the batch's gradient on every rank
+      loss.backward(gradients.ready_hook(comm));  // with --allreduce overlap, buckets start as they complete
+      gradients.sum(comm);                        // the batch's gradient on every rank
       sgd.step();
       const dist::WholeBatch whole = dist::whole_batch(comm, loss, logits, batch_size);
       tally.add_step(whole.loss, whole.logits, batch->batch_labels);  // throws if the loss diverged
       progress.step(epoch, batch->index, tally.mean_loss(), tally.accuracy(), batch_size);
     }
-    timing.train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
+    const double epoch_train_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
+    timing.train_seconds += epoch_train_seconds;
+    session_train_seconds += epoch_train_seconds;
     timing.images_trained += tally.seen;
     check_parameters_finite(*model, epoch);
     dist::check_same_parameters(comm, *model);
@@ -160,11 +167,8 @@ json run_training(const TrainConfig& c, const RunOptions& options) {
   folder->write_spectra(weight_spectra(*model));
   json summary = summarize(c, metrics, timing);
   if (comm.distributed()) {
-    const dist::Communicator::Traffic& t = comm.traffic();
-    summary["data_parallel"] = {{"ranks", comm.size()},
-                                {"collectives", t.calls},
-                                {"collective_bytes", t.bytes},
-                                {"collective_seconds", t.seconds}};
+    summary["data_parallel"] = data_parallel_summary(comm, gradients, session_train_seconds);
+    if (!quiet) fmt::print("data parallel: {}\n", summary["data_parallel"].dump());
   }
   folder->write_summary(summary);
   return summary;
@@ -200,8 +204,8 @@ void check_shards(const dist::Communicator& comm, const data::Loader& loader) {
              comm.size(), smallest, batch, images);
 }
 
-// --sync-bn: every BatchNorm's training statistics over the whole batch (EstimatedBatchNorm, which
-// uses running estimates, has none to share).
+// --sync-bn: every BatchNorm's training statistics over the whole batch; EstimatedBatchNorm (a
+// BatchNorm) updates its running estimates with the whole batch's mean and deviation.
 void synchronise_batch_norm(const dist::Communicator& comm, nn::Module& model) {
   if (!comm.distributed()) return;
   for (auto& [name, module] : model.named_modules())
@@ -230,6 +234,28 @@ json summarize(const TrainConfig& c, const MetricsTable& table, const RunTiming&
   summary["train_images_per_sec"] =
       timing.train_seconds > 0 ? static_cast<double>(timing.images_trained) / timing.train_seconds : 0.0;
   return summary;
+}
+
+// summary.json's "data_parallel": rank 0's view of this process's steps (a resumed run's count
+// from the resume). Per step: the training loop's time, the gradient bytes summed, the time the
+// step waited for the sums after backward (exposed) and the time inside MPI calls for them.
+json data_parallel_summary(const dist::Communicator& comm, const dist::GradientBuckets& gradients,
+                           double train_seconds) {
+  const dist::Communicator::Traffic& t = comm.traffic();
+  const dist::GradientBuckets::Cost& g = gradients.cost();
+  const double steps = static_cast<double>(std::max<int64_t>(g.steps, 1));
+  return {{"ranks", comm.size()},
+          {"collectives", t.calls},
+          {"collective_bytes", t.bytes},
+          {"collective_seconds", t.seconds},
+          {"allreduce", enum_name(gradients.mode())},
+          {"gradient_buckets", gradients.buckets()},
+          {"gradient_buckets_started_in_backward_per_step", static_cast<double>(g.started_in_backward) / steps},
+          {"steps", g.steps},
+          {"step_ms", 1000 * train_seconds / steps},
+          {"gradient_bytes_per_step", static_cast<double>(g.bytes) / steps},
+          {"gradient_exposed_ms_per_step", 1000 * g.exposed_seconds / steps},
+          {"gradient_mpi_ms_per_step", 1000 * g.mpi_seconds / steps}};
 }
 
 // Singular values and ranks of every weight matrix at the end (the square-loss low-rank study).

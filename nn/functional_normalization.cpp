@@ -33,11 +33,12 @@ Variable weight_norm(const Variable& v, const Variable& g) {
 
 // x: (N,C,H,W) or (N,C); gamma, beta, running statistics: (C).
 Variable estimated_batch_norm(const Variable& x, const Variable& gamma, const Variable& beta, Tensor& running_mean,
-                              Tensor& running_var, bool training, float moving_speed, float eps, bool fuse_relu) {
+                              Tensor& running_var, bool training, float moving_speed, float eps, bool fuse_relu,
+                              const StatisticsSum& across) {
   if (!training) return batch_norm(x, gamma, beta, running_mean, running_var, false, 0.f, eps, fuse_relu);
   // Official order: update the estimates (no gradient), then normalise with the updated values. The
   // op keeps a copy of them, so its backward sees the statistics it used even if the layer runs again.
-  estimated_batch_norm_update(x.value(), running_mean, running_var, moving_speed);
+  estimated_batch_norm_update(x.value(), running_mean, running_var, moving_speed, across);
   Tensor mean = running_mean.clone(), var = running_var.clone();
   // With the statistics constants this is batch norm's eval-mode op, whose backward is dx = gamma dy / sqrt(var + eps).
   return batch_norm(x, gamma, beta, mean, var, false, 0.f, eps, fuse_relu);

@@ -20,7 +20,8 @@ EstimatedBatchNorm::EstimatedBatchNorm(int64_t channels, float moving_speed_, bo
 
 Variable EstimatedBatchNorm::normalize(const Variable& x, bool relu) {
   check_channels(x, running_mean.numel(), "EstimatedBatchNorm");
-  return estimated_batch_norm(x, weight, bias, running_mean, running_var, is_training(), moving_speed(), eps, relu);
+  return estimated_batch_norm(x, weight, bias, running_mean, running_var, is_training(), moving_speed(), eps, relu,
+                              sync_statistics);
 }
 
 const char* to_string(BcnBatchPart part) { return part == BcnBatchPart::batch ? "batch" : "estimated"; }

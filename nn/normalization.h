@@ -21,9 +21,11 @@ Variable weight_norm(const Variable& v, const Variable& g);
 // both modes. In training the statistics are first updated in place, without gradient (see
 // estimated_batch_norm_update in tensor/kernels/norm_extra.h), and the output uses the updated
 // values, as the official forward does; so dx = gamma / sqrt(var + eps) * dy. `fuse_relu` applies
-// ReLU in the same pass.
+// ReLU in the same pass. With `across` (sync batch norm) the update uses the whole batch's mean and
+// deviation; the backward needs nothing from the other shards.
 Variable estimated_batch_norm(const Variable& x, const Variable& gamma, const Variable& beta, Tensor& running_mean,
-                              Tensor& running_var, bool training, float moving_speed, float eps, bool fuse_relu);
+                              Tensor& running_var, bool training, float moving_speed, float eps, bool fuse_relu,
+                              const StatisticsSum& across = {});
 
 // BCN's channel part (the official BCNorm after its batch part): group normalisation over G groups
 // without a per-channel affine, then one scale and shift per group: weight and bias of shape (1, G, 1).
@@ -43,7 +45,8 @@ Variable tlu(const Variable& x, const Variable& tau);
 // and is set by the training script; its paper value is unpublished, so peel starts it at
 // `moving_speed` (default 0.01, the value a third-party port hard-codes). PyTorch's
 // num_batches_tracked is left out, as for BatchNorm (the official EstBN never increments it).
-// BatchNorm's `momentum` is unused; `fuse_relu` applies the ReLU in the same pass.
+// BatchNorm's `momentum` is unused; `fuse_relu` applies the ReLU in the same pass. BatchNorm's
+// `sync_statistics`, when set, makes the estimates move with the whole batch's statistics.
 constexpr float kDefaultEstbnMovingSpeed = 0.01f;
 class EstimatedBatchNorm : public BatchNorm {
  public:

@@ -115,6 +115,12 @@ void add_train_options(CLI::App* cmd, TrainConfig& c) {
                 "SyncBatchNorm)")
       ->group(kSettings);
   // Execution: how this process runs, not what it computes.
+  add_enum_option(cmd, "--allreduce", c.allreduce,
+                  "Under mpirun: sum gradient buckets overlapping backward (overlap) or after it (after); the same "
+                  "numbers");
+  cmd->add_option("--bucket-kib", c.bucket_kib, "Under mpirun: the largest bucket of gradients summed at once, in KiB")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 22))
+      ->capture_default_str();
   add_data_option(cmd, c.data_dir);
   add_threads_option(cmd, c.threads);
   add_conv_backend_option(cmd, c.conv_backend);
@@ -157,6 +163,8 @@ void register_train_command(CLI::App& app) {
       if (cmd->count("--data")) config.data_dir = c->data_dir;
       if (cmd->count("--threads")) config.threads = c->threads;
       if (cmd->count("--conv-backend")) config.conv_backend = c->conv_backend;
+      if (cmd->count("--allreduce")) config.allreduce = c->allreduce;
+      if (cmd->count("--bucket-kib")) config.bucket_kib = c->bucket_kib;
       options.out_dir = *resume_dir;
       options.existing = ExistingRun::resume;
     } else {

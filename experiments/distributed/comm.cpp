@@ -58,21 +58,38 @@ void wait_or_abort(MPI_Request& request, const Communicator& comm, const char* w
 }
 #endif
 
-// Times one collective into the traffic tally.
-struct Tally {
+// Adds the time until its end to the traffic tally.
+struct Timed {
   Communicator::Traffic& traffic;
-  int64_t bytes;
   std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
-  ~Tally() {
+  ~Timed() { traffic.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); }
+};
+
+// Counts one collective of `bytes` into the traffic tally and times it.
+struct Tally {
+  Tally(Communicator::Traffic& traffic, int64_t bytes) : timed{traffic} {
     ++traffic.calls;
     traffic.bytes += bytes;
-    traffic.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
+  Timed timed;
 };
 
 Communicator* active = nullptr;  // a LocalScope's communicator; null: the job's
 
 }  // namespace
+
+struct PendingSum::Request {
+#ifdef PEEL_HAVE_MPI
+  MPI_Request request = MPI_REQUEST_NULL;
+#endif
+  int64_t bytes = 0;
+};
+
+PendingSum::PendingSum() = default;
+// A sum still pending here keeps MPI writing into its buffer; its owner waits for it first.
+PendingSum::~PendingSum() = default;
+PendingSum::PendingSum(PendingSum&&) noexcept = default;
+PendingSum& PendingSum::operator=(PendingSum&&) noexcept = default;
 
 Communicator& job() {
   static Communicator comm;
@@ -157,6 +174,40 @@ void Communicator::allreduce_sum(std::span<double> values) const {
                  &request);
   wait_or_abort(request, *this, "a sum of doubles", bytes);
 #endif
+}
+
+PendingSum Communicator::start_allreduce_sum(std::span<float> values) const {
+  PendingSum sum;
+  if (size_ == 1 || values.empty()) return sum;
+#ifdef PEEL_HAVE_MPI
+  sum.request_ = std::make_unique<PendingSum::Request>();
+  sum.request_->bytes = static_cast<int64_t>(values.size_bytes());
+  Tally tally{traffic_, sum.request_->bytes};
+  MPI_Iallreduce(MPI_IN_PLACE, values.data(), static_cast<int>(values.size()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+                 &sum.request_->request);
+#endif
+  return sum;
+}
+
+bool Communicator::test(PendingSum& sum) const {
+  if (!sum.pending()) return true;
+#ifdef PEEL_HAVE_MPI
+  Timed timed{traffic_};
+  int done = 0;
+  MPI_Test(&sum.request_->request, &done, MPI_STATUS_IGNORE);
+  if (!done) return false;
+#endif
+  sum.request_.reset();
+  return true;
+}
+
+void Communicator::wait(PendingSum& sum) const {
+  if (!sum.pending()) return;
+#ifdef PEEL_HAVE_MPI
+  Timed timed{traffic_};
+  wait_or_abort(sum.request_->request, *this, "a sum of floats started earlier", sum.request_->bytes);
+#endif
+  sum.request_.reset();
 }
 
 void Communicator::broadcast(std::span<std::byte> bytes, int root) const {

@@ -1,5 +1,6 @@
 // The processes of a data-parallel job and the few collectives training needs: rank, size, sums of
-// float and double buffers over all ranks, broadcast from one rank, barrier.
+// float and double buffers over all ranks (blocking, or started now and waited for later),
+// broadcast from one rank, barrier.
 //
 // Launched by `mpirun -np N peel ...` the world is MPI's; otherwise (or in a build without MPI) it
 // is this one process, and every collective returns at once without touching the data, so a single
@@ -10,10 +11,28 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 
 namespace peel::dist {
+
+// A sum over the ranks that Communicator::start_allreduce_sum started and nobody has waited for
+// yet. Its buffer belongs to MPI until Communicator::wait returns: it must stay alive and
+// untouched. Move-only; an empty one (default, or once waited for) is done.
+class PendingSum {
+ public:
+  PendingSum();
+  ~PendingSum();
+  PendingSum(PendingSum&&) noexcept;
+  PendingSum& operator=(PendingSum&&) noexcept;
+  bool pending() const { return request_ != nullptr; }
+
+ private:
+  friend class Communicator;
+  struct Request;  // MPI's request and what it moves (comm.cpp)
+  std::unique_ptr<Request> request_;
+};
 
 class Communicator {
  public:
@@ -25,6 +44,15 @@ class Communicator {
   // In place: every rank ends with the element-wise sum over all ranks (the same bits on each).
   void allreduce_sum(std::span<float> values) const;
   void allreduce_sum(std::span<double> values) const;
+  // The same sum, non-blocking: starts it and returns at once; once wait() has returned, `values`
+  // holds the bits allreduce_sum gives. Every rank must start its collectives (these and the
+  // blocking ones) in the same order, as MPI requires.
+  [[nodiscard]] PendingSum start_allreduce_sum(std::span<float> values) const;
+  // Lets MPI move started sums along (Open MPI progresses non-blocking collectives only inside MPI
+  // calls, without a progress thread by default); true when `sum` is done (it is then empty).
+  bool test(PendingSum& sum) const;
+  // Waits for `sum` at most timeout() seconds from now, then ends the job as any collective does.
+  void wait(PendingSum& sum) const;
   // In place: every rank ends with `root`'s bytes.
   void broadcast(std::span<std::byte> bytes, int root = 0) const;
   void broadcast(std::span<float> values, int root = 0) const;
@@ -40,7 +68,7 @@ class Communicator {
   // What the collectives moved since the last reset: for the scaling figures (docs/scaling.md).
   struct Traffic {
     int64_t calls = 0, bytes = 0;
-    double seconds = 0;  // spent inside collectives, waiting included
+    double seconds = 0;  // spent inside collectives, waiting included (for a started sum: its start, tests and wait)
   };
   const Traffic& traffic() const { return traffic_; }
   void reset_traffic() const { traffic_ = {}; }

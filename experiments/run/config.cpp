@@ -35,10 +35,9 @@ void check_config(const TrainConfig& c) {
   PEEL_CHECK(c.rank_epsilon > 0 && c.rank_epsilon < 1, "rank_epsilon must be in (0, 1), got {}", c.rank_epsilon);
   PEEL_CHECK(c.estbn_moving_speed > 0 && c.estbn_moving_speed <= 1, "estbn_moving_speed must be in (0, 1], got {}",
              c.estbn_moving_speed);
-  PEEL_CHECK(!c.sync_bn || c.norm == nn::Norm::bn ||
-                 (c.norm == nn::Norm::bcn_ws && c.bcn_batch_part == nn::BcnBatchPart::batch),
-             "sync_bn needs batch statistics to synchronise: norm bn, or bcn+ws with bcn_batch_part batch (norm is {})",
-             enum_name(c.norm));
+  PEEL_CHECK(!c.sync_bn || c.norm == nn::Norm::bn || c.norm == nn::Norm::bcn_ws,
+             "sync_bn needs batch statistics to synchronise: norm bn or bcn+ws (norm is {})", enum_name(c.norm));
+  PEEL_CHECK(c.bucket_kib > 0, "bucket_kib must be positive, got {}", c.bucket_kib);
   PEEL_CHECK(c.elimination_probe >= 0, "elimination_probe must be >= 0 (0 = off), got {}", c.elimination_probe);
 }
 

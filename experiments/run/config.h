@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "experiments/collapse/collapse.h"
+#include "experiments/distributed/data_parallel.h"
 #include "nn/models.h"
 #include "tensor/conv/conv.h"
 
@@ -57,6 +58,10 @@ NLOHMANN_JSON_SERIALIZE_ENUM(Norm, {{Norm::bn, "bn"},
                                     {Norm::none, "none"}})
 NLOHMANN_JSON_SERIALIZE_ENUM(BcnBatchPart, {{BcnBatchPart::batch, "batch"}, {BcnBatchPart::estimated, "estimated"}})
 }  // namespace nn
+
+namespace dist {
+NLOHMANN_JSON_SERIALIZE_ENUM(GradientSum, {{GradientSum::overlap, "overlap"}, {GradientSum::after, "after"}})
+}  // namespace dist
 
 // The JSON names of an enum's values, in declaration order, for the command line's transformers.
 // (nlohmann maps a value past the last one to the table's first name, a repeat, which ends the walk.)
@@ -120,6 +125,10 @@ struct TrainConfig {
   // Data-parallel runs (mpirun -np N): batch-norm statistics of the whole batch rather than of each
   // rank's shard (PyTorch DDP's default, false). With one process both are the same.
   bool sync_bn = false;
+  // When the gradient sums run (dist::GradientSum): overlapping backward, or after it. The same
+  // numbers either way.
+  dist::GradientSum allreduce = dist::GradientSum::overlap;
+  int64_t bucket_kib = 1024;  // the largest gradient bucket, in KiB (1024: 2^18 floats)
 };
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(TrainConfig, dataset, data_dir, majority_classes, n_major, ratio,
                                                 test_limit, augment, model, width, norm, bcn_batch_part,
@@ -127,7 +136,8 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(TrainConfig, dataset, data_dir, 
                                                 oversample_factor, class_weights, lr, schedule, milestones,
                                                 warmup_epochs, epochs, batch, momentum, weight_decay, metrics_every,
                                                 global_mean, measure_rank, measure_mse_decomposition, rank_epsilon,
-                                                elimination_probe, seed, threads, conv_backend, sync_bn)
+                                                elimination_probe, seed, threads, conv_backend, sync_bn, allreduce,
+                                                bucket_kib)
 
 // Throws naming the first setting that makes no sense (or that no choice offers).
 void check_config(const TrainConfig& config);
@@ -138,7 +148,8 @@ std::vector<int64_t> effective_milestones(const TrainConfig& config);
 
 // Settings that decide how a process runs, not what it computes; a run may be resumed with other
 // values of these (its numbers then differ only in the last bits, from another reduction order).
-inline const std::vector<std::string> kExecutionSettings{"data_dir", "threads", "conv_backend"};
+inline const std::vector<std::string> kExecutionSettings{"data_dir", "threads", "conv_backend", "allreduce",
+                                                         "bucket_kib"};
 
 // "field: a (in the folder) vs b (asked)" for every setting but the execution ones that differs.
 std::vector<std::string> differing_settings(const TrainConfig& stored, const TrainConfig& asked);

@@ -1,6 +1,7 @@
 // Estimated batch norm's statistics update (Qiao et al., official README's EstBN): the batch mean
 // and the mean squared deviation about the old running mean, per channel, blended into the running
-// statistics at rate r. Sums are taken about the old running mean (the shift), in double.
+// statistics at rate r. Sums are taken about the old running mean (the shift), in double; with
+// `across`, over every shard of the batch.
 #include "tensor/error.h"
 #include "tensor/kernels/norm_extra.h"
 #include "tensor/kernels/norm_extra_detail.h"
@@ -9,7 +10,8 @@ namespace peel {
 
 using namespace norm_extra_detail;
 
-void estimated_batch_norm_update(const Tensor& x, Tensor& running_mean, Tensor& running_var, float moving_speed) {
+void estimated_batch_norm_update(const Tensor& x, Tensor& running_mean, Tensor& running_var, float moving_speed,
+                                 const StatisticsSum& across) {
   const char* op = "estimated_batch_norm_update";
   const ChannelLayout L = shared::channel_layout(x, op);
   const int64_t C = L.C, M = L.N * L.S;
@@ -23,9 +25,10 @@ void estimated_batch_norm_update(const Tensor& x, Tensor& running_mean, Tensor& 
   const Tensor xc = shared::to_layout(x, L);
   const float* xd = xc.data();
   Tensor hold;
-  double* shift = shared::scratch_doubles(hold, 3 * C);
+  double* shift = shared::scratch_doubles(hold, 3 * C + 1);
   double* s1 = shift + C;  // sum of (x - old running mean)
   double* s2 = s1 + C;     // sum of its square
+  double* count = s2 + C;  // the values per channel these sums cover
   for (int64_t c = 0; c < C; ++c) shift[c] = shared::value_at(running_mean, c);
   channel_sums<2>(
       L, {s1, s2},
@@ -35,12 +38,14 @@ void estimated_batch_norm_update(const Tensor& x, Tensor& running_mean, Tensor& 
       [&](int64_t p, std::array<double, 2>& sums) {
         shared::plane_shifted_sums(xd + p * L.S, L.S, shift[p % C], sums[0], sums[1]);
       });
-  const double r = moving_speed;
+  *count = static_cast<double>(M);
+  if (across) across(s1, 2 * C + 1);  // s1, s2 and count lie one after another
+  const double r = moving_speed, whole_M = *count;
   for (int64_t c = 0; c < C; ++c) {
     float& rm = running_mean.data()[c * running_mean.stride(0)];
     float& rv = running_var.data()[c * running_var.stride(0)];
-    const double batch_mean = shift[c] + s1[c] / M;
-    const double deviation = s2[c] / M;  // mean of (x - old running mean)^2
+    const double batch_mean = shift[c] + s1[c] / whole_M;
+    const double deviation = s2[c] / whole_M;  // mean of (x - old running mean)^2
     rm = static_cast<float>((1 - r) * rm + r * batch_mean);
     rv = static_cast<float>((1 - r) * rv + r * deviation);
   }

@@ -10,6 +10,7 @@
 // on the thread count. Each kernel is held to a double-precision loop in tests/tensor/test_norm_extra_kernels.cpp.
 #pragma once
 
+#include "tensor/kernels/norm.h"
 #include "tensor/tensor.h"
 
 namespace peel {
@@ -43,7 +44,11 @@ Tensor row_norms(const Tensor& v);
 //   running_mean = (1 - r) running_mean + r mean_c,  running_var = (1 - r) running_var + r dev_c.
 // The normalisation itself is batch_norm_eval_forward with the updated statistics (EstBN uses the
 // estimated statistics in both train and eval), and its backward is batch_norm_eval_backward.
-void estimated_batch_norm_update(const Tensor& x, Tensor& running_mean, Tensor& running_var, float moving_speed);
+// With `across` (synchronised batch norm, norm.h) mean_c and dev_c are the whole batch's: the sums
+// of (x - running_mean_c), of its square and the counts are added over the shards (2C + 1 doubles,
+// one call), which is exact because every shard holds the same running statistics.
+void estimated_batch_norm_update(const Tensor& x, Tensor& running_mean, Tensor& running_var, float moving_speed,
+                                 const StatisticsSum& across = {});
 
 // ---- Filter response normalisation + TLU (Singh & Krishnan) --------------------------------------
 // Per sample n and channel c over the S = H*W positions:

@@ -1,6 +1,11 @@
-// The backward pass itself: accumulation, no-grad, detach, deep graphs, freeing, errors.
+// The backward pass itself: accumulation, no-grad, detach, deep graphs, freeing, errors, and the
+// hook that is told when a leaf's gradient is complete.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
 
 #include "autograd/functional.h"
 #include "tensor/error.h"
@@ -81,4 +86,60 @@ TEST(AutogradEngine, InputsThatDoNotRequireGradGetNone) {
 TEST(AutogradEngine, ShapeMismatchNamesTheOpAndShapes) {
   Variable a(Tensor::ones({2, 3}), true), b(Tensor::ones({4}), true);
   EXPECT_THAT([&] { add(a, b); }, ThrowsErrorWith("add", "[2, 3]", "[4]"));
+}
+
+// What backward's LeafReady hook saw: each leaf's name and its gradient at that moment.
+struct ReadyCall {
+  std::string name;
+  std::vector<float> grad;
+};
+
+TEST(AutogradEngine, LeafReadyFiresOnceForEachLeafWhenItsGradientIsCompleteLastLayerFirst) {
+  // Two layers; w1 is used twice, by the first layer and by a penalty on the loss, so its gradient
+  // arrives in two parts far apart in the walk. b0 requires a gradient but no path reaches it; c
+  // does not require one.
+  auto make = [] {
+    return std::vector<Variable>{
+        Variable(Tensor::from_vector({0.5f, -1.f, 2.f, 0.25f, 1.5f, -0.75f}, {2, 3}), true, "w1"),
+        Variable(Tensor::from_vector({0.1f, 0.2f, -0.3f}, {3}), true, "b1"),
+        Variable(Tensor::from_vector({1.f, -2.f, 0.5f}, {3, 1}), true, "w2"),
+        Variable(Tensor::from_vector({3.f}, {1}), true, "b0"),
+        Variable(Tensor::from_vector({1.f, 2.f, -1.f, 0.5f}, {2, 2}), false, "c")};
+  };
+  auto loss_of = [](const std::vector<Variable>& v) {
+    const Variable& w1 = v[0];
+    Variable h = relu(matmul(v[4], w1) + v[1]);
+    return sum(matmul(h, v[2])) + sum(w1 * w1);
+  };
+  std::vector<Variable> plain = make(), hooked = make();
+  loss_of(plain).backward();
+  std::vector<ReadyCall> calls;
+  loss_of(hooked).backward([&](const VariableState& leaf) {
+    calls.push_back({leaf.name, leaf.grad.contiguous().to_vector()});
+  });
+
+  ASSERT_EQ(calls.size(), 3u);     // w1, b1, w2 once each; not b0 (unreached) nor c (no gradient)
+  EXPECT_EQ(calls[0].name, "w2");  // the last layer's parameter is complete first
+  std::vector<std::string> rest{calls[1].name, calls[2].name};
+  std::sort(rest.begin(), rest.end());
+  EXPECT_EQ(rest, (std::vector<std::string>{"b1", "w1"}));
+  for (const ReadyCall& call : calls) {
+    const auto at =
+        std::find_if(hooked.begin(), hooked.end(), [&](const Variable& v) { return v.name() == call.name; });
+    const size_t k = static_cast<size_t>(at - hooked.begin());
+    // Complete when told (w1's penalty part included), and the same bits as a backward without hook.
+    EXPECT_EQ(call.grad, hooked[k].grad().contiguous().to_vector()) << call.name;
+    EXPECT_EQ(call.grad, plain[k].grad().contiguous().to_vector()) << call.name;
+  }
+  EXPECT_FALSE(hooked[3].grad().defined());
+}
+
+TEST(AutogradEngine, LeafReadyIsToldOfTheAccumulatedGradientAndAnEmptyHookIsNone) {
+  Variable x(Tensor::from_vector({1, 2}, {2}), true, "x");
+  sum(x * 2.f).backward();
+  std::vector<float> seen;
+  sum(x * 3.f).backward([&](const VariableState& leaf) { seen = leaf.grad.to_vector(); });
+  EXPECT_EQ(seen, (std::vector<float>{5, 5}));  // .grad() after adding this backward's part
+  sum(x * x).backward(LeafReady{});
+  EXPECT_EQ(x.grad().to_vector(), (std::vector<float>{7, 9}));
 }

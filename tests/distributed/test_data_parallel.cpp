@@ -2,8 +2,10 @@
 // global batch B must compute what one process computes at batch B. After 5 SGD steps the
 // parameters equal the single process's to 1e-5 relative (L2, all parameters together for small_cnn
 // with --sync-bn; each tensor for small_cnn without batch norm), and the metrics of a short run
-// agree. A rank that is killed or hangs ends the whole job with a message, and the rerun resumes
-// from the last checkpoint to the same numbers. A sweep spread over the ranks trains the runs one
+// agree. Summing the gradients while backward runs (--allreduce overlap, the default) gives the
+// same bits as summing them after it, and --sync-bn also makes EstBN's estimates the whole
+// batch's. A rank that is killed or hangs ends the whole job with a message, in either mode, and
+// the rerun resumes from the last checkpoint to the same numbers. A sweep spread over the ranks trains the runs one
 // process trains, and rank 0 writes the report. Two "hosts" (network namespaces joined by a veth
 // pair) compute what one process computes. Every test is skipped, saying why, where mpirun (or, for
 // the two hosts, network namespaces) is missing. MPI talks over loopback or the veth pair only.
@@ -12,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -70,14 +73,16 @@ std::vector<std::string> train_args(const fs::path& out, std::vector<std::string
   return args;
 }
 
-// ||a - b|| / ||b|| of each model tensor of two checkpoints (parameters and buffers); the worst.
-double worst_relative_difference(const fs::path& a, const fs::path& b, std::string& where) {
+// ||a - b|| / ||b|| of each model tensor of two checkpoints (parameters and buffers) whose name
+// holds `only`; the worst.
+double worst_relative_difference(const fs::path& a, const fs::path& b, std::string& where,
+                                 const std::string& only = "") {
   const auto sa = peel::nn::read_state((a / "checkpoint.peel").string());
   const auto sb = peel::nn::read_state((b / "checkpoint.peel").string());
   EXPECT_EQ(sa.size(), sb.size());
   double worst = 0;
   for (size_t i = 0; i < std::min(sa.size(), sb.size()); ++i) {
-    if (sa[i].first.rfind("model.", 0) != 0) continue;
+    if (sa[i].first.rfind("model.", 0) != 0 || sa[i].first.find(only) == std::string::npos) continue;
     EXPECT_EQ(sa[i].first, sb[i].first);
     const peel::Tensor ta = sa[i].second.contiguous(), tb = sb[i].second.contiguous();
     EXPECT_EQ(ta.numel(), tb.numel()) << sa[i].first;
@@ -159,6 +164,50 @@ void expect_two_ranks_match_one(const std::string& name, const std::vector<std::
   fs::remove_all(two);
 }
 
+// Every tensor of two checkpoints (model, optimizer, epoch) bit for bit, the timing left out; the
+// first that differs, or empty.
+std::string first_differing_tensor(const fs::path& a, const fs::path& b) {
+  const auto sa = peel::nn::read_state((a / "checkpoint.peel").string());
+  const auto sb = peel::nn::read_state((b / "checkpoint.peel").string());
+  if (sa.size() != sb.size()) return "(the number of entries)";
+  for (size_t i = 0; i < sa.size(); ++i) {
+    if (sa[i].first.rfind("timing.", 0) == 0) continue;
+    const peel::Tensor ta = sa[i].second.contiguous(), tb = sb[i].second.contiguous();
+    if (sa[i].first != sb[i].first || ta.shape() != tb.shape() ||
+        std::memcmp(ta.data(), tb.data(), static_cast<size_t>(ta.numel()) * sizeof(float)) != 0)
+      return sa[i].first;
+  }
+  return {};
+}
+
+// Two ranks, gradients summed while backward runs and after it, in buckets of `bucket_kib`: the
+// same metrics.csv and checkpoint, bit for bit. Returns the overlapped run's summary.
+nlohmann::json expect_overlap_gives_the_bits_of_after(const std::string& name, std::vector<std::string> settings,
+                                                      const std::string& bucket_kib) {
+  const fs::path overlap = fresh_dir(name + "_overlap"), after = fresh_dir(name + "_after");
+  settings.insert(settings.end(), {"--epochs", "2", "--bucket-kib", bucket_kib});
+  std::vector<std::string> overlapped = settings, afterwards = settings;
+  overlapped.insert(overlapped.end(), {"--allreduce", "overlap"});
+  afterwards.insert(afterwards.end(), {"--allreduce", "after"});
+  const RunResult a = run(mpirun(2, train_args(overlap, overlapped)));
+  EXPECT_EQ(a.exit_code, 0) << a.output;
+  const RunResult b = run(mpirun(2, train_args(after, afterwards)));
+  EXPECT_EQ(b.exit_code, 0) << b.output;
+  EXPECT_EQ(read_file(overlap / "metrics.csv"), read_file(after / "metrics.csv"));
+  EXPECT_EQ(first_differing_tensor(overlap, after), "");
+  const auto summary = nlohmann::json::parse(read_file(overlap / "summary.json"));
+  const auto summary_after = nlohmann::json::parse(read_file(after / "summary.json"));
+  EXPECT_EQ(summary["data_parallel"]["allreduce"], "overlap");
+  EXPECT_EQ(summary_after["data_parallel"]["allreduce"], "after");
+  EXPECT_EQ(nlohmann::json::parse(read_file(overlap / "config.json"))["allreduce"], "overlap");
+  EXPECT_EQ(summary["data_parallel"]["gradient_bytes_per_step"],
+            summary_after["data_parallel"]["gradient_bytes_per_step"]);
+  EXPECT_EQ(summary_after["data_parallel"]["gradient_buckets_started_in_backward_per_step"], 0);
+  fs::remove_all(overlap);
+  fs::remove_all(after);
+  return summary;
+}
+
 // The pids of the processes whose parent is `parent`.
 std::vector<pid_t> children_of(pid_t parent) {
   std::vector<pid_t> pids;
@@ -192,9 +241,11 @@ std::optional<int> wait_for(pid_t pid, double seconds) {
 // must end on its own within `seconds`, and `--resume` must then finish it with the numbers of a
 // run that was never interrupted.
 void expect_lost_rank_stops_and_resumes(const std::string& name, int signal, std::vector<std::string> env_timeout,
-                                        double seconds, const std::string& message) {
+                                        double seconds, const std::string& message,
+                                        const std::vector<std::string>& mode = {"--sync-bn"}) {
   const fs::path dir = fresh_dir(name), whole = fresh_dir(name + "_whole");
-  const std::vector<std::string> settings{"--sync-bn", "--epochs", "4"};
+  std::vector<std::string> settings{"--epochs", "4"};
+  settings.insert(settings.end(), mode.begin(), mode.end());
   std::vector<std::string> args = mpirun(2, train_args(dir, settings));
   args.insert(args.begin() + 1, env_timeout.begin(), env_timeout.end());
   const std::string log = dir.string() + ".log";
@@ -268,6 +319,55 @@ TEST(DataParallel, ABatchTooSmallToShareIsRefusedBeforeTraining) {
   fs::remove_all(dir);
 }
 
+TEST(DataParallel, SummingWhileBackwardRunsGivesTheBitsOfSummingAfterItWithSyncBatchNorm) {
+  SKIP_WITHOUT_MPI();
+  // 64 KiB buckets: small_cnn's 140,458 gradients travel in 7, started during backward between
+  // synchronised batch norm's own sums.
+  const auto summary = expect_overlap_gives_the_bits_of_after("overlap_sync_bn", {"--sync-bn"}, "64");
+  EXPECT_GT(summary["data_parallel"]["gradient_buckets"].get<int64_t>(), 4);
+  // Every bucket starts inside backward, the last too: it completes with the first layer's
+  // parameters, which the walk reaches before it returns.
+  EXPECT_EQ(summary["data_parallel"]["gradient_buckets_started_in_backward_per_step"],
+            summary["data_parallel"]["gradient_buckets"]);
+}
+
+TEST(DataParallel, SummingWhileBackwardRunsGivesTheBitsOfSummingAfterItInOneBucket) {
+  SKIP_WITHOUT_MPI();
+  const auto summary = expect_overlap_gives_the_bits_of_after("overlap_one_bucket", {"--norm", "none"}, "1024");
+  EXPECT_EQ(summary["data_parallel"]["gradient_buckets"], 1);
+  EXPECT_EQ(summary["data_parallel"]["gradient_buckets_started_in_backward_per_step"], 1);
+}
+
+TEST(DataParallel, TwoRanksWithSyncEstimatedBatchNormComputeWhatOneProcessComputes) {
+  SKIP_WITHOUT_MPI();
+  // BCN with EstBN: --sync-bn moves EstBN's estimates with the whole batch's mean and deviation.
+  // Moving speed 1, so that the estimates are each step's batch statistics.
+  const std::vector<std::string> estbn{"--norm", "bcn+ws", "--bcn-batch-part", "estimated", "--estbn-moving-speed",
+                                       "1"};
+  std::vector<std::string> synchronised = estbn;
+  synchronised.push_back("--sync-bn");
+  expect_two_ranks_match_one("sync_estbn", synchronised, /*per_tensor=*/false);
+
+  // The estimates themselves after one step of the whole 400 images, with and without --sync-bn:
+  // without, each rank's are its own 200 images' (rank 0's are kept), and the check above could
+  // not pass.
+  const fs::path one = fresh_dir("estbn_one"), synced = fresh_dir("estbn_synced"), apart = fresh_dir("estbn_apart");
+  std::vector<std::string> one_epoch = estbn, one_epoch_synced = synchronised;
+  one_epoch.insert(one_epoch.end(), {"--epochs", "1", "--batch", "400"});
+  one_epoch_synced.insert(one_epoch_synced.end(), {"--epochs", "1", "--batch", "400"});
+  ASSERT_EQ(run(train_args(one, one_epoch)).exit_code, 0);
+  const RunResult with_sync = run(mpirun(2, train_args(synced, one_epoch_synced)));
+  ASSERT_EQ(with_sync.exit_code, 0) << with_sync.output;
+  const RunResult without_sync = run(mpirun(2, train_args(apart, one_epoch)));
+  ASSERT_EQ(without_sync.exit_code, 0) << without_sync.output;
+  std::string where;
+  EXPECT_LE(worst_relative_difference(synced, one, where, "running_"), 1e-5) << "worst at " << where;
+  EXPECT_GT(worst_relative_difference(apart, one, where, "running_"), 1e-3);
+  fs::remove_all(one);
+  fs::remove_all(synced);
+  fs::remove_all(apart);
+}
+
 TEST(DataParallel, AKilledRankStopsTheJobAndTheRerunResumesToTheSameNumbers) {
   SKIP_WITHOUT_MPI();
   expect_lost_rank_stops_and_resumes("killed", SIGKILL, {}, 60, "exited on signal 9");
@@ -278,6 +378,22 @@ TEST(DataParallel, AHangingRankTimesOutAndTheRerunResumesToTheSameNumbers) {
   // A stopped rank never answers: the other waits PEEL_RANK_TIMEOUT seconds, then ends the job.
   expect_lost_rank_stops_and_resumes("stopped", SIGSTOP, {"-x", "PEEL_RANK_TIMEOUT=3"}, 60,
                                      "no answer from the other ranks");
+}
+
+TEST(DataParallel, AHangingRankTimesOutWhileGradientSumsAreInFlight) {
+  SKIP_WITHOUT_MPI();
+  // Without batch norm the only collectives of a step are the gradient buckets, started during
+  // backward without waiting (--allreduce overlap), and the gathered logits: the wait for a
+  // started sum keeps the deadline.
+  expect_lost_rank_stops_and_resumes("stopped_overlap", SIGSTOP, {"-x", "PEEL_RANK_TIMEOUT=3"}, 60,
+                                     "no answer from the other ranks",
+                                     {"--norm", "none", "--allreduce", "overlap", "--bucket-kib", "64"});
+}
+
+TEST(DataParallel, AKilledRankStopsTheJobWhenGradientsAreSummedAfterBackward) {
+  SKIP_WITHOUT_MPI();
+  expect_lost_rank_stops_and_resumes("killed_after", SIGKILL, {}, 60, "exited on signal 9",
+                                     {"--sync-bn", "--allreduce", "after"});
 }
 
 TEST(DataParallel, ASweepSpreadOverRanksTrainsTheSameRunsAndRankZeroWritesTheReport) {

@@ -203,6 +203,12 @@ TEST(CliRunFolder, BadFlagsFailWithAClearMessage) {
   r = run({kPeel, "train", "--loss", "hinge", "--out", "/tmp/x"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.output, AllOf(HasSubstr("hinge"), HasSubstr("ce, mse")));
+  r = run({kPeel, "train", "--allreduce", "sideways", "--out", "/tmp/x"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.output, AllOf(HasSubstr("sideways"), HasSubstr("after, overlap")));
+  r = run({kPeel, "train", "--bucket-kib", "0", "--out", "/tmp/x"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.output, HasSubstr("--bucket-kib"));
   r = run({kPeel, "train", "--seed", "-1", "--out", "/tmp/x"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.output, HasSubstr("--seed"));

@@ -251,6 +251,34 @@ TEST(EstimatedBatchNorm, UpdateUsesDeviationsAboutTheOldRunningMean) {
   }
 }
 
+TEST(EstimatedBatchNorm, UpdateWithAStatisticsSumUsesTheWholeBatchOnEveryShard) {
+  // A batch of 6 split 2 + 4, the sum between the shards played by hand: each shard's sums are
+  // recorded by a first call, then each shard updates with the other's added to its own.
+  Generator gen(31);
+  const Tensor x = random_tensor({6, 5, 3, 3}, gen, 0.7f, 2.f);
+  const Tensor rm0 = random_tensor({5}, gen), rv0 = uniform({5}, 0.5f, 2.f, gen);
+  const Tensor shards[2] = {x.slice(0, 0, 2).contiguous(), x.slice(0, 2, 6).contiguous()};
+  std::vector<double> sums[2];
+  for (int s = 0; s < 2; ++s) {
+    Tensor rm = rm0.clone(), rv = rv0.clone();
+    estimated_batch_norm_update(shards[s], rm, rv, 0.3f,
+                                [&](double* values, int64_t count) { sums[s].assign(values, values + count); });
+    ASSERT_EQ(sums[s].size(), 11u);                // 2C + 1: the two sums per channel and the count
+    EXPECT_EQ(sums[s].back(), 9.0 * (2 + 2 * s));  // values per channel in this shard
+  }
+  Tensor whole_mean = rm0.clone(), whole_var = rv0.clone();
+  estimated_batch_norm_update(x, whole_mean, whole_var, 0.3f);
+  for (int s = 0; s < 2; ++s) {
+    Tensor rm = rm0.clone(), rv = rv0.clone();
+    estimated_batch_norm_update(shards[s], rm, rv, 0.3f, [&](double* values, int64_t count) {
+      for (int64_t i = 0; i < count; ++i) values[i] += sums[1 - s][static_cast<size_t>(i)];
+    });
+    const std::string what = "shard " + std::to_string(s);
+    expect_close(rm, to_double(whole_mean), 1e-6, 1e-6, what + " mean");
+    expect_close(rv, to_double(whole_var), 1e-6, 1e-6, what + " var");
+  }
+}
+
 TEST(FilterResponseNorm, ForwardAndBackwardMatchReference) {
   Generator gen(26);
   for (const Shape& shape : kActivationShapes) {
