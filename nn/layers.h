@@ -135,7 +135,7 @@ class Flatten : public Module {
 
 class Dropout : public Module {
  public:
-  explicit Dropout(float p, uint64_t seed = 0) : p(p), generator(seed) {}
+  explicit Dropout(float probability, uint64_t seed = 0) : p(probability), generator(seed) {}
   Variable forward(const Variable& x) override { return is_training() && p > 0 ? dropout(x, p, generator) : x; }
   float p;
   Generator generator;

@@ -10,7 +10,9 @@
 #include "tensor/error.h"
 #include "tensor/threads.h"
 
-int main(int argc, char** argv) {
+namespace {
+
+int run_peel(int argc, char** argv) {
   peel::adopt_wait_policy(argv);  // may execute peel again, with a short OpenMP spin (tensor/threads.h)
   CLI::App app{"peel: neural-collapse experiments on a CPU"};
   app.require_subcommand(1);
@@ -49,4 +51,18 @@ int main(int argc, char** argv) {
   }
   peel::dist::finalize();
   return code;
+}
+
+}  // namespace
+
+// What escapes run_peel was thrown while the subcommands were being set up, before any work.
+int main(int argc, char** argv) {
+  try {
+    return run_peel(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "peel: error: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "peel: error: an unknown exception\n");
+  }
+  return 1;
 }

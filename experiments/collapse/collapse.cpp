@@ -271,7 +271,8 @@ CollapseMetrics collapse_metrics(const CollapseInputs& in) {
   m.cosine_mean_means = means_all.mean;
   m.cosine_mean_classifier = w_all.mean;
 
-  std::vector<bool> w_minor(is_minority), w_major(static_cast<size_t>(k));
+  const std::vector<bool>& w_minor = is_minority;
+  std::vector<bool> w_major(static_cast<size_t>(k));
   for (int64_t c = 0; c < k; ++c) w_major[static_cast<size_t>(c)] = !is_minority[static_cast<size_t>(c)];
   std::vector<bool> m_minor(static_cast<size_t>(kp)), m_major(static_cast<size_t>(kp));
   for (int64_t a = 0; a < kp; ++a) {

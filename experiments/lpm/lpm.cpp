@@ -103,10 +103,10 @@ SingleThreadScope::~SingleThreadScope() {
   if (saved_ != 1) set_num_threads(saved_);
 }
 
-LpmGeometry lpm_geometry(const MatrixD& x, const LpmProblem& problem) {
+LpmGeometry lpm_geometry(const MatrixD& gram, const LpmProblem& problem) {
   const int64_t k_count = problem.classes, n = 2 * k_count, k_a = problem.majority;
-  PEEL_CHECK(x.rows == n && x.cols == n, "lpm_geometry: the Gram matrix must be {}x{}, got {}x{}", n, n, x.rows,
-             x.cols);
+  PEEL_CHECK(gram.rows == n && gram.cols == n, "lpm_geometry: the Gram matrix must be {}x{}, got {}x{}", n, n,
+             gram.rows, gram.cols);
   LpmGeometry g;
   g.minority_count = k_count - k_a;
   // Round-off in a Gram entry is ~1e-15 of the largest, so a norm read from X_kk is noise below
@@ -114,22 +114,22 @@ LpmGeometry lpm_geometry(const MatrixD& x, const LpmProblem& problem) {
   const double vanishing = 1e-12 * problem.e_w;
   std::vector<bool> classifier_kept(static_cast<size_t>(k_count)), feature_kept(static_cast<size_t>(k_count));
   for (int64_t k = 0; k < k_count; ++k) {
-    const bool kept = x(k_count + k, k_count + k) > vanishing;
+    const bool kept = gram(k_count + k, k_count + k) > vanishing;
     classifier_kept[static_cast<size_t>(k)] = kept;
-    feature_kept[static_cast<size_t>(k)] = x(k, k) > 1e-12 * problem.e_h;
+    feature_kept[static_cast<size_t>(k)] = gram(k, k) > 1e-12 * problem.e_h;
     if (!kept) ++(k < k_a ? g.majority_vanished : g.minority_vanished);
   }
-  auto true_cosine = [&x](int64_t offset) {
-    return [&x, offset](int64_t i, int64_t j) {
-      return x(offset + i, offset + j) / std::sqrt(x(offset + i, offset + i) * x(offset + j, offset + j));
+  auto true_cosine = [&gram](int64_t offset) {
+    return [&gram, offset](int64_t i, int64_t j) {
+      return gram(offset + i, offset + j) / std::sqrt(gram(offset + i, offset + i) * gram(offset + j, offset + j));
     };
   };
-  auto row_cosine = [&x, n, k_count](int64_t i, int64_t j) {
+  auto row_cosine = [&gram, n, k_count](int64_t i, int64_t j) {
     double dot = 0, ni = 0, nj = 0;
     for (int64_t c = 0; c < n; ++c) {
-      dot += x(k_count + i, c) * x(k_count + j, c);
-      ni += x(k_count + i, c) * x(k_count + i, c);
-      nj += x(k_count + j, c) * x(k_count + j, c);
+      dot += gram(k_count + i, c) * gram(k_count + j, c);
+      ni += gram(k_count + i, c) * gram(k_count + i, c);
+      nj += gram(k_count + j, c) * gram(k_count + j, c);
     }
     return dot / std::sqrt(ni * nj);
   };
@@ -140,15 +140,15 @@ LpmGeometry lpm_geometry(const MatrixD& x, const LpmProblem& problem) {
   g.minority_feature_cosine = pair_summary(k_a, k_count, feature_kept, true_cosine(0));
   g.majority_feature_cosine = pair_summary(0, k_a, feature_kept, true_cosine(0));
   const std::vector<bool> all(static_cast<size_t>(k_count), true);
-  g.minority_classifier_distance = pair_summary(k_a, k_count, all, [&x, k_count](int64_t i, int64_t j) {
+  g.minority_classifier_distance = pair_summary(k_a, k_count, all, [&gram, k_count](int64_t i, int64_t j) {
                                      const int64_t a = k_count + i, b = k_count + j;
-                                     return std::sqrt(std::max(0.0, x(a, a) + x(b, b) - 2 * x(a, b)));
+                                     return std::sqrt(std::max(0.0, gram(a, a) + gram(b, b) - 2 * gram(a, b)));
                                    }).mean;
   for (int64_t k = 0; k < k_count; ++k) {
-    g.feature_norms.push_back(std::sqrt(std::max(0.0, x(k, k))));
-    g.classifier_norms.push_back(std::sqrt(std::max(0.0, x(k_count + k, k_count + k))));
-    g.mean_feature_norm_sq += x(k, k) / static_cast<double>(k_count);
-    g.mean_classifier_norm_sq += x(k_count + k, k_count + k) / static_cast<double>(k_count);
+    g.feature_norms.push_back(std::sqrt(std::max(0.0, gram(k, k))));
+    g.classifier_norms.push_back(std::sqrt(std::max(0.0, gram(k_count + k, k_count + k))));
+    g.mean_feature_norm_sq += gram(k, k) / static_cast<double>(k_count);
+    g.mean_classifier_norm_sq += gram(k_count + k, k_count + k) / static_cast<double>(k_count);
   }
   return g;
 }

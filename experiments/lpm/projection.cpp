@@ -131,17 +131,18 @@ void check_inputs(const MatrixD& y, int64_t k_count, double a, double b, const c
 
 }  // namespace
 
-LpmProjection project_lpm_set(const MatrixD& y, int64_t k_count, double a, double b, double lambda_h, double lambda_w) {
-  check_inputs(y, k_count, a, b, "project_lpm_set");
+LpmProjection project_lpm_set(const MatrixD& y, int64_t classes, double trace_h, double trace_w, double lambda_h,
+                              double lambda_w) {
+  check_inputs(y, classes, trace_h, trace_w, "project_lpm_set");
   const SingleThreadScope single_thread;
   double y_norm = 0;
   for (double v : y.values) y_norm += v * v;
-  const double tolerance = 1e-13 * std::max({1.0, a + b, std::sqrt(y_norm)});
-  const double lipschitz = static_cast<double>(k_count);  // of grad phi: ||(<P_H, .>, <P_W, .>)||^2 = K
+  const double tolerance = 1e-13 * std::max({1.0, trace_h + trace_w, std::sqrt(y_norm)});
+  const double lipschitz = static_cast<double>(classes);  // of grad phi: ||(<P_H, .>, <P_W, .>)||^2 = K
   int64_t eigs = 0;
   auto evaluate = [&](double lh, double lw) {
     ++eigs;
-    return evaluate_dual(y, k_count, a, b, lh, lw);
+    return evaluate_dual(y, classes, trace_h, trace_w, lh, lw);
   };
 
   DualPoint p = evaluate(std::max(0.0, lambda_h), std::max(0.0, lambda_w));
@@ -149,7 +150,7 @@ LpmProjection project_lpm_set(const MatrixD& y, int64_t k_count, double a, doubl
     // Free variables: off their bound, or pushed off it by the gradient.
     const bool free_h = p.lambda_h > 0 || p.residual_h > 0;
     const bool free_w = p.lambda_w > 0 || p.residual_w > 0;
-    const Curvature m = dual_curvature(p.eig, k_count);
+    const Curvature m = dual_curvature(p.eig, classes);
     double step_h = 0, step_w = 0;
     bool newton = false;
     if (free_h && free_w) {
@@ -166,7 +167,7 @@ LpmProjection project_lpm_set(const MatrixD& y, int64_t k_count, double a, doubl
       step_w = p.residual_w / m.ww;
       newton = true;
     }
-    if (!newton) {  // singular curvature (e.g. X(lambda) = 0): a safe gradient step
+    if (!newton) {  // singular curvature (e.g. X(lambda) = 0): trace_h safe gradient step
       step_h = free_h ? p.residual_h / lipschitz : 0;
       step_w = free_w ? p.residual_w / lipschitz : 0;
     }
@@ -187,27 +188,27 @@ LpmProjection project_lpm_set(const MatrixD& y, int64_t k_count, double a, doubl
   }
   LpmProjection out;
   out.x = positive_part(p.eig);
-  enforce_budget(out.x, k_count, true, a);
-  enforce_budget(out.x, k_count, false, b);
+  enforce_budget(out.x, classes, true, trace_h);
+  enforce_budget(out.x, classes, false, trace_w);
   out.lambda_h = p.lambda_h;
   out.lambda_w = p.lambda_w;
   out.eigendecompositions = eigs;
   return out;
 }
 
-MatrixD project_lpm_set_dykstra(const MatrixD& y, int64_t k_count, double a, double b, int64_t iterations) {
-  check_inputs(y, k_count, a, b, "project_lpm_set_dykstra");
-  const int64_t n = 2 * k_count;
+MatrixD project_lpm_set_dykstra(const MatrixD& y, int64_t classes, double trace_h, double trace_w, int64_t iterations) {
+  check_inputs(y, classes, trace_h, trace_w, "project_lpm_set_dykstra");
+  const int64_t n = 2 * classes;
   // Projection onto the two trace half-spaces: their normals P_H, P_W are orthogonal, so each block's
   // diagonal is shifted independently.
   auto project_traces = [&](MatrixD x) {
     for (int block = 0; block < 2; ++block) {
-      const int64_t begin = block == 0 ? 0 : k_count;
-      const double budget = block == 0 ? a : b;
+      const int64_t begin = block == 0 ? 0 : classes;
+      const double budget = block == 0 ? trace_h : trace_w;
       double trace = 0;
-      for (int64_t i = begin; i < begin + k_count; ++i) trace += x(i, i);
+      for (int64_t i = begin; i < begin + classes; ++i) trace += x(i, i);
       if (trace > budget)
-        for (int64_t i = begin; i < begin + k_count; ++i) x(i, i) -= (trace - budget) / static_cast<double>(k_count);
+        for (int64_t i = begin; i < begin + classes; ++i) x(i, i) -= (trace - budget) / static_cast<double>(classes);
     }
     return x;
   };
@@ -227,7 +228,7 @@ MatrixD project_lpm_set_dykstra(const MatrixD& y, int64_t k_count, double a, dou
       change = std::max(change, std::abs(next.values[i] - x.values[i]));
     }
     x = std::move(next);
-    if (change < 1e-15 * std::max(1.0, a + b)) break;
+    if (change < 1e-15 * std::max(1.0, trace_h + trace_w)) break;
   }
   return x;
 }

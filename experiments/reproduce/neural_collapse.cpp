@@ -61,7 +61,7 @@ std::string reproduce_neural_collapse(const ReproduceConfig& rc) {
       tpt.empty() ? "Training error did not reach zero in this run."
                   : fmt::format("Training error first reached zero at epoch {:g} (dashed line).", tpt[0])));
   auto panel = [&](const std::string& title, const std::string& y_label,
-                   std::vector<std::pair<std::string, std::string>> cols, bool log_y) {
+                   const std::vector<std::pair<std::string, std::string>>& cols, bool log_y) {
     Plot p{.title = title, .x_label = "epoch", .y_label = y_label, .log_x = true, .log_y = log_y};
     p.vertical_lines = tpt;
     p.vertical_label = "zero train error";

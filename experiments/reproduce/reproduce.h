@@ -28,10 +28,10 @@ struct ReproduceConfig {
 // starts, runs what is not yet complete (complete runs are kept; interrupted ones resume), then
 // writes out_dir/report.html. Returns the report's path, or an empty string when
 // stop_after_epochs stopped the sweep early.
-std::string reproduce_minority_collapse(const ReproduceConfig& config);
-std::string reproduce_neural_collapse(const ReproduceConfig& config);
-std::string reproduce_mitigation(const ReproduceConfig& config);
-std::string reproduce_square_loss(const ReproduceConfig& config);  // square_loss.cpp, docs/square-loss.md
-std::string reproduce_normalization(const ReproduceConfig& config);
+std::string reproduce_minority_collapse(const ReproduceConfig& rc);
+std::string reproduce_neural_collapse(const ReproduceConfig& rc);
+std::string reproduce_mitigation(const ReproduceConfig& rc);
+std::string reproduce_square_loss(const ReproduceConfig& rc);  // square_loss.cpp, docs/square-loss.md
+std::string reproduce_normalization(const ReproduceConfig& rc);
 
 }  // namespace peel

@@ -115,8 +115,8 @@ TrainConfig shared_recipe(const ReproduceConfig& rc) {
   return c;
 }
 
-double value_or_nan(const json& j, const std::string& key) {
-  return j.contains(key) && j[key].is_number() ? j[key].get<double>() : NAN;
+double value_or_nan(const json& summary, const std::string& key) {
+  return summary.contains(key) && summary[key].is_number() ? summary[key].get<double>() : NAN;
 }
 
 SeedSpread seed_spread(const std::vector<double>& values) {

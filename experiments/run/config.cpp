@@ -70,7 +70,8 @@ namespace {
 // config.json as earlier versions of peel wrote it: conv_backend "" meant the default, and the
 // schedule was one string such as "multistep:116,233".
 void upgrade_older_config(json& j) {
-  if (j.contains("conv_backend") && j["conv_backend"] == "") j.erase("conv_backend");
+  if (const auto it = j.find("conv_backend"); it != j.end() && it->is_string() && it->get<std::string>().empty())
+    j.erase(it);
   if (j.contains("schedule") && j["schedule"].is_string()) {
     const std::string s = j["schedule"];
     if (s.rfind("multistep:", 0) == 0) {

@@ -35,6 +35,9 @@ struct Evaluation {
 };
 Evaluation evaluate(nn::Network& model, const data::Dataset& split, int64_t batch_size = 256);
 
+// As SquareLossMeasurement's (experiments/collapse/rank_over_training.h): nlohmann::json's
+// destructor allocates, which clang-tidy counts as a throw.
+// NOLINTNEXTLINE(bugprone-exception-escape)
 struct EpochMeasurement {
   MetricColumns columns;   // metrics.csv's row, starting with epoch
   std::string line;        // what the progress line says about it

@@ -3,13 +3,14 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 
 namespace peel {
 
 namespace {
 std::string clock_text(double seconds) {
-  const auto s = static_cast<int64_t>(seconds + 0.5);
+  const int64_t s = std::llround(seconds);
   return s >= 3600 ? fmt::format("{}:{:02d}:{:02d}", s / 3600, s / 60 % 60, s % 60)
                    : fmt::format("{:d}:{:02d}", s / 60, s % 60);
 }
@@ -51,11 +52,9 @@ void Progress::step(int64_t epoch, int64_t step, double loss, double accuracy, i
   const double eta = elapsed / static_cast<double>(steps_done_) * (total_steps - static_cast<double>(steps_done_));
   constexpr int kWidth = 24;
   const int filled = static_cast<int>(kWidth * (step + 1) / std::max<int64_t>(steps_per_epoch_, 1));
-  std::fprintf(stdout, "\r\033[Kepoch %lld/%lld [%s%s] %lld/%lld loss %.4f acc %.2f%% %s img/s ETA %s",
-               static_cast<long long>(epoch + 1), static_cast<long long>(total_epochs_),
-               std::string(filled, '#').c_str(), std::string(kWidth - filled, '.').c_str(),
-               static_cast<long long>(step + 1), static_cast<long long>(steps_per_epoch_), loss, 100 * accuracy,
-               rate_text(epoch_images_, epoch_seconds).c_str(), clock_text(eta).c_str());
+  fmt::print(stdout, "\r\033[Kepoch {}/{} [{}{}] {}/{} loss {:.4f} acc {:.2f}% {} img/s ETA {}", epoch + 1,
+             total_epochs_, std::string(filled, '#'), std::string(kWidth - filled, '.'), step + 1, steps_per_epoch_,
+             loss, 100 * accuracy, rate_text(epoch_images_, epoch_seconds), clock_text(eta));
   std::fflush(stdout);
 }
 
@@ -66,9 +65,8 @@ void Progress::epoch_done(int64_t epoch, const std::string& summary) {
   const double elapsed = std::chrono::duration<double>(now - start_).count();
   if (quiet_) return;
   if (terminal_) std::fputs("\r\033[K", stdout);
-  std::fprintf(stdout, "epoch %lld/%lld  %s  %s img/s  %s elapsed\n", static_cast<long long>(epoch + 1),
-               static_cast<long long>(total_epochs_), summary.c_str(), rate_text(epoch_images_, epoch_seconds).c_str(),
-               clock_text(elapsed).c_str());
+  fmt::print(stdout, "epoch {}/{}  {}  {} img/s  {} elapsed\n", epoch + 1, total_epochs_, summary,
+             rate_text(epoch_images_, epoch_seconds), clock_text(elapsed));
   std::fflush(stdout);
 }
 

@@ -153,10 +153,10 @@ TEST(Elimination, EvalResultsDoNotDependOnTheBatchSize) {
 }
 
 TEST(Elimination, TrainModeRestoresTheStateAndTheMode) {
-  for (nn::ModelConfig config : {nn::ModelConfig{.seed = 1}, nn::ModelConfig{.seed = 1,
-                                                             .norm = nn::Norm::bcn_ws,
-                                                             .bcn_batch_part = nn::BcnBatchPart::estimated,
-                                                             .estbn_moving_speed = 0.5f}}) {
+  for (const nn::ModelConfig& config : {nn::ModelConfig{.seed = 1}, nn::ModelConfig{.seed = 1,
+                                                                    .norm = nn::Norm::bcn_ws,
+                                                                    .bcn_batch_part = nn::BcnBatchPart::estimated,
+                                                                    .estbn_moving_speed = 0.5f}}) {
     auto model = nn::make_model(config);
     model->eval();
     std::vector<std::vector<float>> before;

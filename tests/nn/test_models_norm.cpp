@@ -155,7 +155,7 @@ INSTANTIATE_TEST_SUITE_P(Models, ModelNormsPerModel, ::testing::ValuesIn(kArchs)
                          [](const auto& info) { return std::string(info.param.name); });
 
 TEST(ModelNorms, ParameterNamesAreTheDocumentedOnes) {
-  auto names_of = [](nn::ModelConfig c) {
+  auto names_of = [](const nn::ModelConfig& c) {
     auto m = nn::make_model(c);
     return parameter_names(*m);
   };
