@@ -15,6 +15,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -101,6 +102,27 @@ double worst_relative_difference(const fs::path& a, const fs::path& b, std::stri
   return worst;
 }
 
+// max over the elements of every model tensor of |a - b| - (1e-5 + 1.3e-6 |b|), PyTorch's float32
+// tolerance (atol, rtol) for assert_close: <= 0 when every element is within it.
+double worst_elementwise_excess(const fs::path& a, const fs::path& b, std::string& where) {
+  const auto sa = peel::nn::read_state((a / "checkpoint.peel").string());
+  const auto sb = peel::nn::read_state((b / "checkpoint.peel").string());
+  double worst = -std::numeric_limits<double>::infinity();
+  for (size_t i = 0; i < std::min(sa.size(), sb.size()); ++i) {
+    if (sa[i].first.rfind("model.", 0) != 0) continue;
+    const peel::Tensor ta = sa[i].second.contiguous(), tb = sb[i].second.contiguous();
+    for (int64_t k = 0; k < std::min(ta.numel(), tb.numel()); ++k) {
+      const double y = tb.data()[k];
+      const double excess = std::abs(ta.data()[k] - y) - (1e-5 + 1.3e-6 * std::abs(y));
+      if (excess > worst) {
+        worst = excess;
+        where = sa[i].first;
+      }
+    }
+  }
+  return worst;
+}
+
 // ||a - b|| / ||b|| over all parameters of two checkpoints together (buffers left out).
 double overall_relative_difference(const fs::path& a, const fs::path& b) {
   const auto sa = peel::nn::read_state((a / "checkpoint.peel").string());
@@ -136,8 +158,13 @@ void expect_metrics_close(const fs::path& a, const fs::path& b, double tolerance
 }
 
 // Two ranks at batch 80 against one process at batch 80: 5 steps, then 2 epochs of metrics.
-// `per_tensor`: each parameter and buffer within 1e-5 (relative, L2) of the single process's;
-// otherwise the parameters taken together. Batch norm's biases are sums of gradients that nearly
+// Always: the parameters taken together within 1e-5 (relative, L2) of the single process's.
+// `per_tensor`: also each weight tensor within 1e-5 (relative, L2), and every element of every
+// model tensor within PyTorch's own float32 tolerance (|a - b| <= 1e-5 + 1.3e-6 |b|, what
+// torch.testing and DDP's _test_DDP_niter use). The biases are held elementwise, not in relative
+// norm: after 5 steps at lr 0.01 they are about 1e-3 in norm, sums of gradients that nearly cancel,
+// and one process differs from itself at 1 and 2 threads by 8e-5 relative in conv1.bias (AMD EPYC,
+// AVX2 kernels), exactly as much as 2 ranks differ from it. Batch norm's biases are sums of gradients that nearly
 // cancel, so their relative rounding error is large in any summation order: one process at 2
 // threads differs from itself at 1 thread by 2e-3 in bn1.bias, and by 1e-6 over all parameters.
 void expect_two_ranks_match_one(const std::string& name, const std::vector<std::string>& settings, bool per_tensor) {
@@ -151,7 +178,8 @@ void expect_two_ranks_match_one(const std::string& name, const std::vector<std::
   EXPECT_LE(overall_relative_difference(two, one), 1e-5);
   if (per_tensor) {
     std::string where;
-    EXPECT_LE(worst_relative_difference(two, one, where), 1e-5) << "worst at " << where;
+    EXPECT_LE(worst_relative_difference(two, one, where, ".weight"), 1e-5) << "worst at " << where;
+    EXPECT_LE(worst_elementwise_excess(two, one, where), 0.0) << "worst at " << where;
   }
 
   std::vector<std::string> two_epochs = settings;
