@@ -21,12 +21,14 @@
 
 #include "datasets/loader.h"
 #include "experiments/distributed/data_parallel.h"
+#include "experiments/normalization/elimination.h"
 #include "experiments/normalization/training_probe.h"
 #include "experiments/run/data.h"
 #include "experiments/run/measure.h"
 #include "experiments/run/progress.h"
 #include "nn/layers.h"
 #include "nn/models.h"
+#include "nn/weight_norm_init.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
 #include "tensor/threads.h"
@@ -43,6 +45,7 @@ json data_parallel_summary(const dist::Communicator& comm, const dist::GradientB
                            double train_seconds);
 void check_shards(const dist::Communicator& comm, const data::Loader& loader);
 void synchronise_batch_norm(const dist::Communicator& comm, nn::Module& model);
+void initialise_weight_norm(const TrainConfig& c, const TrainingData& data, nn::Module& model, bool quiet);
 json weight_spectra(const nn::Module& model);
 }  // namespace
 
@@ -84,6 +87,8 @@ json run_training(const TrainConfig& c, const RunOptions& options) {
                                .norm = c.norm,
                                .bcn_batch_part = c.bcn_batch_part,
                                .estbn_moving_speed = static_cast<float>(c.estbn_moving_speed)});
+  // A resumed run's checkpoint holds the initialised g and b: the initialisation is a fresh run's.
+  if (start == RunStart::fresh) initialise_weight_norm(c, data, *model, quiet);
   auto loss_of = [&](const ag::Variable& logits, const std::vector<int64_t>& labels) {
     return c.loss == Loss::cross_entropy ? nn::cross_entropy(logits, labels, class_weights)
                                          : nn::mse_loss(logits, labels, static_cast<float>(c.mse_target_scale),
@@ -256,6 +261,27 @@ json data_parallel_summary(const dist::Communicator& comm, const dist::GradientB
           {"gradient_bytes_per_step", static_cast<double>(g.bytes) / steps},
           {"gradient_exposed_ms_per_step", 1000 * g.exposed_seconds / steps},
           {"gradient_mpi_ms_per_step", 1000 * g.mpi_seconds / steps}};
+}
+
+// --norm wn with --wn-init data: Salimans & Kingma's initialisation on min(batch, 512) training
+// images drawn by the seed (the same images on every rank, so every rank computes the same g and b).
+// The draw is its own (choose_probe with a seed derived from the run's), so it takes nothing from
+// the loader's shuffle and the --elimination-probe images are another sample. Nothing for other
+// norms, whose runs stay as they were.
+void initialise_weight_norm(const TrainConfig& c, const TrainingData& data, nn::Module& model, bool quiet) {
+  if (c.norm != nn::Norm::wn || c.wn_init != WnInit::data) return;
+  constexpr uint64_t kInitSeedSalt = 0x9e3779b97f4a7c15ull;  // any fixed odd constant: a stream apart
+  const Tensor images = probe_images(data.train, std::min(c.batch, kMaxWnInitImages), c.seed ^ kInitSeedSalt);
+  const std::vector<nn::WeightNormInitLayer> layers = nn::weight_norm_data_init(model, images);
+  if (quiet) return;
+  std::vector<std::string> scales;
+  for (const auto& layer : layers) {
+    double mean_sigma = 0;
+    for (double s : layer.stddev) mean_sigma += s / static_cast<double>(layer.stddev.size());
+    scales.push_back(fmt::format("{} {:.3g}", layer.name, mean_sigma));
+  }
+  fmt::print("weight-norm data init on {} images (mean output std before): {}\n", images.size(0),
+             fmt::join(scales, ", "));
 }
 
 // Singular values and ranks of every weight matrix at the end (the square-loss low-rank study).

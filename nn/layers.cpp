@@ -48,7 +48,7 @@ Linear::Linear(int64_t in_features, int64_t out_features, bool with_bias, Weight
   register_weight_and_bias(initial, with_bias ? uniform({out_features}, -bound, bound, init_generator()) : Tensor());
 }
 
-Variable Linear::forward(const Variable& x) { return linear(x, effective_weight(), bias); }
+Variable Linear::forward(const Variable& x) { return observed(linear(x, effective_weight(), bias)); }
 
 Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride, int64_t padding,
                bool with_bias, int64_t dilation, WeightReparam reparam_)
@@ -62,7 +62,7 @@ Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_
                            with_bias ? Tensor::zeros({out_channels}) : Tensor());
 }
 
-Variable Conv2d::forward(const Variable& x) { return conv2d(x, effective_weight(), bias, geometry); }
+Variable Conv2d::forward(const Variable& x) { return observed(conv2d(x, effective_weight(), bias, geometry)); }
 
 BatchNorm::BatchNorm(int64_t channels, bool fuse_relu_, float eps_, float momentum_, bool affine)
     : eps(eps_), momentum(momentum_), fuse_relu(fuse_relu_) {

@@ -24,15 +24,30 @@ void seed_init_generator(uint64_t seed);
 //                weight_g = its norms. Such a layer has no parameter `weight`.
 enum class WeightReparam { none, standardize, weight_norm };
 
+// Sees a weighted layer's output, before whatever follows it (a norm slot, a ReLU, a residual sum):
+// what nn/weight_norm_init.h standardises. The activation-site probes (nn/activation_site.h) see a
+// ReLU's input instead, which in a ResNet block is conv2's output plus the shortcut, not conv2's.
+class LayerOutputProbe {
+ public:
+  virtual ~LayerOutputProbe() = default;
+  virtual void record(const Tensor& output) = 0;  // logical (N, out, ...)
+};
+
 // A layer with a weight (computed per `reparam`) and an optional bias: Linear and Conv2d.
 class WeightedLayer : public Module {
  public:
   Variable effective_weight() const;  // the weight the layer applies (recorded for autograd)
   Variable weight, bias, weight_g, weight_v;
   WeightReparam reparam;
+  LayerOutputProbe* output_probe = nullptr;  // not owned; set by whoever listens, reset when done
 
  protected:
   explicit WeightedLayer(WeightReparam reparam_) : reparam(reparam_) {}
+  // The layer's output, shown to the probe if one is attached (one pointer test otherwise).
+  Variable observed(Variable output) const {
+    if (output_probe != nullptr) output_probe->record(output.value());
+    return output;
+  }
   // Registers the parameters from the layer's usual initial values (bias undefined: none), in
   // PyTorch's order: weight, bias; or bias, weight_g, weight_v.
   void register_weight_and_bias(Tensor initial_weight, Tensor initial_bias);

@@ -32,6 +32,9 @@ void add_train_options(CLI::App* cmd, TrainConfig& c) {
       ->check(CLI::Range(1e-6, 1.0))
       ->capture_default_str()
       ->group(kSettings);
+  add_enum_option(cmd, "--wn-init", c.wn_init,
+                  "wn: data (Salimans & Kingma: g, b from a batch of training images) | norm (g = ||v||)")
+      ->group(kSettings);
   add_enum_option(cmd, "--loss", c.loss, "ce (cross-entropy) | mse (square loss on one-hot targets)")->group(kSettings);
   cmd->add_option("--mse-target-scale", c.mse_target_scale, "Square loss: target = scale * one-hot")
       ->capture_default_str()

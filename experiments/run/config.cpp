@@ -67,9 +67,11 @@ std::vector<std::string> differing_settings(const TrainConfig& stored, const Tra
 
 namespace {
 
-// config.json as earlier versions of peel wrote it: conv_backend "" meant the default, and the
-// schedule was one string such as "multistep:116,233".
+// config.json as earlier versions of peel wrote it: conv_backend "" meant the default, the
+// schedule was one string such as "multistep:116,233", and a wn run without wn_init started at
+// g = ||v|| (the data-dependent initialisation came later; other norms ignore the field).
 void upgrade_older_config(json& j) {
+  if (!j.contains("wn_init") && j.contains("norm") && j["norm"] == "wn") j["wn_init"] = "norm";
   if (const auto it = j.find("conv_backend"); it != j.end() && it->is_string() && it->get<std::string>().empty())
     j.erase(it);
   if (j.contains("schedule") && j["schedule"].is_string()) {

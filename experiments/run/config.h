@@ -59,6 +59,14 @@ NLOHMANN_JSON_SERIALIZE_ENUM(Norm, {{Norm::bn, "bn"},
 NLOHMANN_JSON_SERIALIZE_ENUM(BcnBatchPart, {{BcnBatchPart::batch, "batch"}, {BcnBatchPart::estimated, "estimated"}})
 }  // namespace nn
 
+// How a --norm wn model starts: Salimans & Kingma's data-dependent initialisation of g and b from one
+// batch of training images (nn/weight_norm_init.h), or torch.nn.utils.weight_norm's g = ||v|| (what
+// peel did before the choice existed). Other norms have no weight-normalised layer and ignore it.
+enum class WnInit { data, norm };
+NLOHMANN_JSON_SERIALIZE_ENUM(WnInit, {{WnInit::data, "data"}, {WnInit::norm, "norm"}})
+// The images the data-dependent initialisation sees: min(batch, this), drawn by the run's seed.
+inline constexpr int64_t kMaxWnInitImages = 512;
+
 namespace dist {
 NLOHMANN_JSON_SERIALIZE_ENUM(GradientSum, {{GradientSum::overlap, "overlap"}, {GradientSum::after, "after"}})
 }  // namespace dist
@@ -93,6 +101,7 @@ struct TrainConfig {
   nn::Norm norm = nn::Norm::bn;                               // the reference models' batch norm unless asked otherwise
   nn::BcnBatchPart bcn_batch_part = nn::BcnBatchPart::batch;  // bcn+ws: BN, or EstBN for micro-batches
   double estbn_moving_speed = 0.01;  // EstBN's r (nn::kDefaultEstbnMovingSpeed); bcn+ws with estimated
+  WnInit wn_init = WnInit::data;     // wn: how g and b start
   Loss loss = Loss::cross_entropy;
   double mse_target_scale = 1, mse_loss_scale = 1;
   // Mitigation
@@ -132,8 +141,8 @@ struct TrainConfig {
 };
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(TrainConfig, dataset, data_dir, majority_classes, n_major, ratio,
                                                 test_limit, augment, model, width, norm, bcn_batch_part,
-                                                estbn_moving_speed, loss, mse_target_scale, mse_loss_scale, sampler,
-                                                oversample_factor, class_weights, lr, schedule, milestones,
+                                                estbn_moving_speed, wn_init, loss, mse_target_scale, mse_loss_scale,
+                                                sampler, oversample_factor, class_weights, lr, schedule, milestones,
                                                 warmup_epochs, epochs, batch, momentum, weight_decay, metrics_every,
                                                 global_mean, measure_rank, measure_mse_decomposition, rank_epsilon,
                                                 elimination_probe, seed, threads, conv_backend, sync_bn, allreduce,
