@@ -48,9 +48,9 @@ void register_reproduce_command(CLI::App& app) {
   add_threads_option(cmd, c->threads);
   add_seed_option(cmd, c->seed);
   cmd->add_option("--seeds", c->seeds,
-                  "minority-collapse: train each configuration with this many seeds (seed, seed+1, ...)")
-      ->check(CLI::Range(int64_t{1}, int64_t{100}))
-      ->capture_default_str();
+                  "minority-collapse: train each configuration with this many seeds (seed, seed+1, ...); "
+                  "default 2, 1 with --paper")
+      ->check(CLI::Range(int64_t{1}, int64_t{100}));
   cmd->add_flag("--force", c->force, "Start again the runs whose folders hold other settings");
   cmd->add_flag("--quiet", c->quiet, "No progress output");
   cmd->add_option("--stop-after", c->stop_after_epochs,

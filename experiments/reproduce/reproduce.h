@@ -18,7 +18,8 @@ struct ReproduceConfig {
   int64_t micro_batch = 0;  // normalization: the micro-batch size (0: 2)
   int threads = 0;
   uint64_t seed = 666;
-  int64_t seeds = 1;  // runs of each configuration, seeds seed .. seed + seeds - 1 (minority-collapse)
+  int64_t seeds = 0;  // runs of each configuration, seeds seed .. seed + seeds - 1 (minority-collapse;
+                      // 0: its default, 2, or 1 with --paper)
   bool quiet = false;
   bool force = false;             // start again the runs whose folders hold other settings
   int64_t stop_after_epochs = 0;  // > 0: stop the first unfinished run after this many epochs, no report
