@@ -70,7 +70,8 @@ TEST(CliReproduceSquareLoss, ReportOnSyntheticData) {
   }
   const nlohmann::json wn = nlohmann::json::parse(read_file(out / "runs" / "wn-wd0.001" / "config.json"));
   EXPECT_EQ(wn["norm"], "wn");
-  EXPECT_EQ(wn["wn_init"], "norm");  // the start of the measured default (docs/square-loss.md)
+  EXPECT_EQ(wn["wn_init"], "data");  // Salimans & Kingma's start, at the WN half's own lr
+  EXPECT_EQ(wn["lr"], 0.05);
   EXPECT_EQ(wn["loss"], "mse");
   EXPECT_EQ(wn["weight_decay"], 1e-3);
   const nlohmann::json b16 = nlohmann::json::parse(read_file(out / "runs" / "bn-wd0.0005-batch16" / "config.json"));
