@@ -20,7 +20,8 @@ using nlohmann::json;
 std::string reproduce_mitigation(const ReproduceConfig& rc) {
   // The authors: 6 minority images per class (Fashion-MNIST), R = 1000 (6000 per majority class),
   // w_r up to 1000, vgg11_lpm, 350 epochs. The default scales R to 100 (600 per majority class) and
-  // w_r to {1, 10, 100}, small_cnn, 70 epochs, so that it finishes in about ten minutes on 2 cores.
+  // w_r to {1, 10, 100}, small_cnn, 70 epochs, one seed: 23 minutes on 2 idle cores of an AVX2
+  // machine (docs/minority-collapse.md, "The mitigation sweep").
   const int64_t minority_per_class = 6;
   const double ratio = rc.paper ? 1000 : 100;
   TrainConfig base = shared_recipe(rc);
