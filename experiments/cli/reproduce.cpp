@@ -48,7 +48,7 @@ void register_reproduce_command(CLI::App& app) {
   add_threads_option(cmd, c->threads);
   add_seed_option(cmd, c->seed);
   cmd->add_option("--seeds", c->seeds,
-                  "minority-collapse: train each configuration with this many seeds (seed, seed+1, ...); "
+                  "minority-collapse, mitigation: train each configuration with this many seeds (seed, seed+1, ...); "
                   "default 2, 1 with --paper")
       ->check(CLI::Range(int64_t{1}, int64_t{100}));
   cmd->add_flag("--force", c->force, "Start again the runs whose folders hold other settings");

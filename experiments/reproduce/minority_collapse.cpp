@@ -58,32 +58,11 @@ std::string reproduce_minority_collapse(const ReproduceConfig& rc) {
   runs.push_back(oversample);
   runs.push_back(reweight);
 
-  // Each configuration once per seed: seed rc.seed + s, folders <name> (s = 0) and <name>-seed<s>.
   const int64_t seeds = rc.seeds > 0 ? rc.seeds : rc.paper ? 1 : 2;
-  std::vector<SweepRun> all_runs;
-  for (int64_t s = 0; s < seeds; ++s)
-    for (SweepRun run : runs) {
-      if (s > 0) run.name += fmt::format("-seed{}", s);
-      run.config.seed = base.seed + static_cast<uint64_t>(s);
-      all_runs.push_back(run);
-    }
+  const std::vector<SweepRun> all_runs = over_seeds(runs, seeds);
   const std::vector<json> per_run = run_sweep(all_runs, rc);
   if (per_run.empty()) return {};
-  // summaries[i]: configuration i's numbers averaged over the seeds, with key + "_seed_std" the
-  // sample standard deviation over them (0 for one seed).
-  std::vector<json> summaries;
-  for (size_t i = 0; i < runs.size(); ++i) {
-    json mean = per_run[i];
-    for (const auto& [key, value] : per_run[i].items()) {
-      if (!value.is_number()) continue;
-      std::vector<double> v;
-      for (int64_t s = 0; s < seeds; ++s) v.push_back(value_or_nan(per_run[s * runs.size() + i], key));
-      const SeedSpread spread = seed_spread(v);
-      mean[key] = spread.mean;
-      mean[key + "_seed_std"] = spread.std;
-    }
-    summaries.push_back(mean);
-  }
+  const std::vector<json> summaries = mean_over_seeds(per_run, runs.size(), seeds);
 
   // The Layer-Peeled Model's prediction on the authors' grid (K = 10, K_A = 5, E_H = 5, E_W = 1),
   // without mitigation and with the minority weighted by R_max (what both mitigations do to it).

@@ -20,8 +20,9 @@ using nlohmann::json;
 std::string reproduce_mitigation(const ReproduceConfig& rc) {
   // The authors: 6 minority images per class (Fashion-MNIST), R = 1000 (6000 per majority class),
   // w_r up to 1000, vgg11_lpm, 350 epochs. The default scales R to 100 (600 per majority class) and
-  // w_r to {1, 10, 100}, small_cnn, 70 epochs, one seed: 23 minutes on 2 idle cores of an AVX2
-  // machine (docs/minority-collapse.md, "The mitigation sweep").
+  // w_r to {1, 10, 100}, small_cnn, 40 epochs, each configuration with 2 seeds, to fit 30 minutes on
+  // 2 cores: one seed at 70 epochs took 23 minutes on an idle AVX2 machine (docs/minority-collapse.md,
+  // "The mitigation sweep").
   const int64_t minority_per_class = 6;
   const double ratio = rc.paper ? 1000 : 100;
   TrainConfig base = shared_recipe(rc);
@@ -30,9 +31,9 @@ std::string reproduce_mitigation(const ReproduceConfig& rc) {
   base.majority_classes = 5;
   base.ratio = ratio;
   base.n_major = rc.n_major > 0 ? rc.n_major : static_cast<int64_t>(minority_per_class * ratio);
-  base.epochs = rc.epochs > 0 ? rc.epochs : rc.paper ? 350 : 70;
+  base.epochs = rc.epochs > 0 ? rc.epochs : rc.paper ? 350 : 40;
   base.lr = 0.1;
-  base.metrics_every = rc.paper ? 10 : 5;
+  base.metrics_every = 10;
   base.global_mean = GlobalMean::AllSamples;
 
   std::vector<double> factors{1, 10, 100};
@@ -50,33 +51,51 @@ std::string reproduce_mitigation(const ReproduceConfig& rc) {
   reweight.config.class_weights = ClassWeights::inverse;
   runs.push_back(reweight);
 
-  const std::vector<json> summaries = run_sweep(runs, rc);
-  if (summaries.empty()) return {};
+  const int64_t seeds = rc.seeds > 0 ? rc.seeds : rc.paper ? 1 : 2;
+  const std::vector<SweepRun> all_runs = over_seeds(runs, seeds);
+  const std::vector<json> per_run = run_sweep(all_runs, rc);
+  if (per_run.empty()) return {};
+  const std::vector<json> summaries = mean_over_seeds(per_run, runs.size(), seeds);
 
-  // The model at the authors' constants and fitted to each run, at the run's R and weight w_r.
+  // The model at the authors' constants and fitted to each run (its own budgets, class counts and
+  // w_r), at the run's R and weight w_r; the fitted cosine is the mean over the seeds.
   LpmProblem authors;
   authors.classes = 10;
   authors.majority = 5;
   authors.ratio = ratio;
-  std::vector<double> w_r, net_cos, net_acc_minor, net_acc_major, lpm_cos, fitted_cos;
-  std::vector<std::vector<json>> rows;
+  std::vector<double> w_r, net_cos, net_cos_std, net_acc_minor, net_acc_minor_std, net_acc_major, lpm_cos, fitted_cos;
+  std::vector<std::vector<json>> rows, seed_rows;
   {
     SingleThreadScope single_thread;
     for (size_t i = 0; i < runs.size(); ++i) {
-      const LpmRunFit fit = fit_lpm_to_run(rc.out_dir + "/runs/" + runs[i].name, true);
-      const LpmFitRow& last = fit.rows.back();
-      const double weight = fit.imbalance.minority_weight;
+      std::vector<double> fitted_per_seed;
+      double weight = 0;
+      std::string cos_per_seed, acc_per_seed;
+      for (int64_t s = 0; s < seeds; ++s) {
+        const size_t run = s * runs.size() + i;
+        const LpmRunFit fit = fit_lpm_to_run(rc.out_dir + "/runs/" + all_runs[run].name, true);
+        const LpmFitRow& last = fit.rows.back();
+        weight = fit.imbalance.minority_weight;  // the configuration's, the same for every seed
+        fitted_per_seed.push_back(last.fitted_centred_collapsed ? 1.0 : last.fitted_centred_minority_cosine);
+        cos_per_seed += (s ? ", " : "") + format_number(value_or_nan(per_run[run], "minority_cosine"));
+        acc_per_seed += (s ? ", " : "") + format_number(value_or_nan(per_run[run], "test_accuracy_minority"));
+      }
       authors.minority_weight = weight;
       const double model = solve_lpm(authors, LpmSolver::Sdp).primary().geometry.minority_cosine.mean;
-      const double fitted = last.fitted_centred_collapsed ? 1.0 : last.fitted_centred_minority_cosine;
-      const double cos = value_or_nan(summaries[i], "minority_cosine");
+      const double fitted = seed_spread(fitted_per_seed).mean;
+      const double cos = value_or_nan(summaries[i], "minority_cosine"),
+                   cos_std = value_or_nan(summaries[i], "minority_cosine_seed_std");
       const double minor = value_or_nan(summaries[i], "test_accuracy_minority"),
+                   minor_std = value_or_nan(summaries[i], "test_accuracy_minority_seed_std"),
                    major = value_or_nan(summaries[i], "test_accuracy_majority");
-      rows.push_back({runs[i].label, weight, ratio / weight, cos, model, fitted, minor, major});
+      rows.push_back({runs[i].label, weight, ratio / weight, cos, cos_std, model, fitted, minor, minor_std, major});
+      seed_rows.push_back({runs[i].label, cos_per_seed, acc_per_seed});
       if (i < factors.size()) {
         w_r.push_back(weight);
         net_cos.push_back(cos);
+        net_cos_std.push_back(cos_std);
         net_acc_minor.push_back(minor);
+        net_acc_minor_std.push_back(minor_std);
         net_acc_major.push_back(major);
         lpm_cos.push_back(model);
         fitted_cos.push_back(fitted);
@@ -90,9 +109,12 @@ std::string reproduce_mitigation(const ReproduceConfig& rc) {
       "classes of {} training images each, 5 majority classes of R times as many, every minority image seen w<sub>r"
       "</sub> times per epoch. The Layer-Peeled Model predicts that oversampling by w<sub>r</sub> acts like the "
       "imbalance ratio R/w<sub>r</sub>. Scale here: R = {:g}, {} on {}, {} epochs, batch {}, SGD lr {} (x0.1 at 1/3 "
-      "and 2/3), momentum {}, weight decay {}, seed {}. {}",
+      "and 2/3), momentum {}, weight decay {}, {}. Each point is the mean over the seeds; the error bars are the "
+      "sample standard deviation over them. {}",
       minority_per_class, ratio, base.model, base.dataset, base.epochs, base.batch, base.lr, base.momentum,
-      base.weight_decay, base.seed,
+      base.weight_decay,
+      seeds > 1 ? fmt::format("seeds {} to {}", base.seed, base.seed + static_cast<uint64_t>(seeds) - 1)
+                : fmt::format("seed {}", base.seed),
       rc.paper ? "This is the authors' protocol."
                : "The authors use R = 1000, w_r up to 1000, vgg11 and 350 epochs (run with --paper)."));
   Plot acc{.title = "Test accuracy against the oversampling factor",
@@ -101,7 +123,7 @@ std::string reproduce_mitigation(const ReproduceConfig& rc) {
            .log_x = true};
   acc.y_min = 0;
   acc.y_max = 1.02;
-  acc.series.push_back({"minority classes", w_r, net_acc_minor, "linespoints"});
+  acc.series.push_back({"minority classes", w_r, net_acc_minor, "linespoints", net_acc_minor_std});
   acc.series.push_back({"majority classes", w_r, net_acc_major, "linespoints"});
   report.figure(acc, "On the full, balanced test set.");
   Plot cos{.title = "Minority classifier cosine against the oversampling factor",
@@ -110,14 +132,17 @@ std::string reproduce_mitigation(const ReproduceConfig& rc) {
            .log_x = true};
   cos.y_min = -0.3;
   cos.y_max = 1.05;
-  cos.series.push_back({"network", w_r, net_cos, "linespoints"});
+  cos.series.push_back({"network", w_r, net_cos, "linespoints", net_cos_std});
   cos.series.push_back({"LPM at R/w_r, authors' constants", w_r, lpm_cos, "linespoints dashtype 2"});
   cos.series.push_back({"LPM fitted to the network (E_H about the mean)", w_r, fitted_cos, "linespoints dashtype 3"});
   report.figure(cos, "A fitted value of 1 means the model sent every minority row to zero.");
   report.table("mitigation",
-               {"run", "minority weight w_r", "effective ratio R/w_r", "network minority cosine",
-                "LPM, authors' constants", "LPM fitted", "minority test accuracy", "majority test accuracy"},
+               {"run", "minority weight w_r", "effective ratio R/w_r", "network minority cosine", "its std over seeds",
+                "LPM, authors' constants", "LPM fitted", "minority test accuracy", "its std over seeds",
+                "majority test accuracy"},
                rows);
+  report.table("seed_spread", {"run", "minority cosine, seed by seed", "minority test accuracy, seed by seed"},
+               seed_rows);
 
   // What this shows.
   const double acc_gain = net_acc_minor.back() - net_acc_minor.front();
@@ -132,10 +157,13 @@ std::string reproduce_mitigation(const ReproduceConfig& rc) {
        rising && acc_gain > 0.1 && cos_drop > 0.1 ? Verdict::supported
        : acc_gain > 0.05 || cos_drop > 0.1        ? Verdict::partly_supported
                                                   : Verdict::not_supported,
-       fmt::format("from w_r = 1 to {:g}: minority test accuracy {} to {}, minority cosine {} to {} (supported: "
-                   "accuracy non-decreasing within 0.02, up by more than 0.1, cosine down by more than 0.1).",
+       fmt::format("from w_r = 1 to {:g}: minority test accuracy {} to {} (std over seeds {} and {}), minority "
+                   "cosine {} to {} (std {} and {}) (supported: accuracy non-decreasing within 0.02, up by more "
+                   "than 0.1, cosine down by more than 0.1).",
                    w_r.back(), format_number(net_acc_minor.front()), format_number(net_acc_minor.back()),
-                   format_number(net_cos.front()), format_number(net_cos.back())),
+                   format_number(net_acc_minor_std.front()), format_number(net_acc_minor_std.back()),
+                   format_number(net_cos.front()), format_number(net_cos.back()), format_number(net_cos_std.front()),
+                   format_number(net_cos_std.back())),
        at_scale});
   bool same_order = true;  // the network's cosine falls where the model's does
   for (size_t i = 1; i < net_cos.size(); ++i)

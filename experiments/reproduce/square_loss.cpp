@@ -183,7 +183,8 @@ std::string reproduce_square_loss(const ReproduceConfig& rc) {
       "WD lowers the rank of the weights, more so with smaller batches; Han, Papyan and Donoho (ICLR 2022) that the "
       "square loss splits into L<sub>NC1</sub> + L<sub>NC2/3</sub> + L<sub>&perp;</sub> with L<sub>&perp;</sub> "
       "negligible during training. Scale of these runs: {} on {}, {} training images per class (balanced), {} "
-      "epochs, batch {}, SGD lr {} (WN runs: {}, from Salimans and Kingma's data-dependent initialisation; x0.1 at 1/3 and 2/3), momentum {}, square loss on one-hot targets (mean over "
+      "epochs, batch {}, SGD lr {} (WN runs: {}, from Salimans and Kingma's data-dependent initialisation; x0.1 at 1/3 "
+      "and 2/3), momentum {}, square loss on one-hot targets (mean over "
       "N&middot;K entries), seed {}; measured every {} epochs on the training set (test accuracy on {} test "
       "images). {}",
       base.model, base.dataset, base.n_major > 0 ? std::to_string(base.n_major) : std::string("all"), base.epochs,

@@ -115,6 +115,36 @@ TrainConfig shared_recipe(const ReproduceConfig& rc) {
   return c;
 }
 
+std::vector<SweepRun> over_seeds(const std::vector<SweepRun>& configs, int64_t seeds) {
+  std::vector<SweepRun> runs;
+  for (int64_t s = 0; s < seeds; ++s)
+    for (SweepRun run : configs) {
+      if (s > 0) run.name += fmt::format("-seed{}", s);
+      run.config.seed += static_cast<uint64_t>(s);
+      runs.push_back(run);
+    }
+  return runs;
+}
+
+std::vector<json> mean_over_seeds(const std::vector<json>& per_run, size_t configs, int64_t seeds) {
+  PEEL_CHECK(per_run.size() == configs * static_cast<size_t>(seeds), "{} summaries for {} configurations x {} seeds",
+             per_run.size(), configs, seeds);
+  std::vector<json> summaries;
+  for (size_t i = 0; i < configs; ++i) {
+    json mean = per_run[i];
+    for (const auto& [key, value] : per_run[i].items()) {
+      if (!value.is_number()) continue;
+      std::vector<double> v;
+      for (int64_t s = 0; s < seeds; ++s) v.push_back(value_or_nan(per_run[s * configs + i], key));
+      const SeedSpread spread = seed_spread(v);
+      mean[key] = spread.mean;
+      mean[key + "_seed_std"] = spread.std;
+    }
+    summaries.push_back(mean);
+  }
+  return summaries;
+}
+
 double value_or_nan(const json& summary, const std::string& key) {
   return summary.contains(key) && summary[key].is_number() ? summary[key].get<double>() : NAN;
 }

@@ -330,6 +330,12 @@ TEST(CliReproduce, MitigationReportSetsOversamplingBesideTheEffectiveRatio) {
   EXPECT_EQ(config["found"]["class_counts"][9], 6);  // "fixed=small": 6 images per minority class
   EXPECT_EQ(config["oversample_factor"], 10);
   EXPECT_EQ(report["claims"].size(), 2u);
+  // Two seeds by default: each configuration again with seed + 1, averaged, its spread in the table.
+  const nlohmann::json second = nlohmann::json::parse(read_file(out / "runs" / "oversample-x10-seed1" / "config.json"));
+  EXPECT_EQ(second["seed"], config["seed"].get<uint64_t>() + 1);
+  ASSERT_EQ(report["tables"]["seed_spread"]["rows"].size(), 4u);
+  EXPECT_THAT(report["tables"]["seed_spread"]["rows"][0][1].get<std::string>(), HasSubstr(", "));  // two values
+  EXPECT_GE(rows[0][4].get<double>(), 0.0);  // the minority cosine's std over the seeds
   fs::remove_all(out);
 }
 
