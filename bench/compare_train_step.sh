@@ -10,7 +10,8 @@
 # print one JSON object as their last stdout line with images_per_sec and peak_rss_mb. The script
 # prints the per-round figures, then per model the medians over rounds and the ratios
 # peel/PyTorch, and one JSON line per model. Without python3-torch it reports peel alone.
-# --norm (default bn): docs/normalization.md; the PyTorch side of norms other than bn is unrun code.
+# --norm (default bn): docs/normalization.md; bench/pytorch_train_step.py writes each norm in PyTorch
+# from the official code's definitions.
 # Environment: PEEL_BIN (peel binary, default build/peel), PEEL_PYTHON (default /usr/bin/python3).
 set -euo pipefail
 
