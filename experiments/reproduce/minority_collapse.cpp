@@ -58,7 +58,7 @@ std::string reproduce_minority_collapse(const ReproduceConfig& rc) {
   runs.push_back(oversample);
   runs.push_back(reweight);
 
-  const int64_t seeds = rc.seeds > 0 ? rc.seeds : rc.paper ? 1 : 2;
+  const int64_t seeds = seed_count(rc);
   const std::vector<SweepRun> all_runs = over_seeds(runs, seeds);
   const std::vector<json> per_run = run_sweep(all_runs, rc);
   if (per_run.empty()) return {};
@@ -276,10 +276,8 @@ std::string reproduce_minority_collapse(const ReproduceConfig& rc) {
   {
     std::vector<std::vector<json>> rows;
     for (size_t i = 0; i < runs.size(); ++i) {
-      std::string per_seed;
-      for (int64_t s = 0; s < seeds; ++s)
-        per_seed += (s ? ", " : "") + format_number(value_or_nan(per_run[s * runs.size() + i], "minority_cosine"));
-      rows.push_back({runs[i].label, per_seed, value_or_nan(summaries[i], "minority_cosine"),
+      rows.push_back({runs[i].label, seed_by_seed(per_run, runs.size(), seeds, i, "minority_cosine"),
+                      value_or_nan(summaries[i], "minority_cosine"),
                       value_or_nan(summaries[i], "minority_cosine_seed_std"),
                       value_or_nan(summaries[i], "test_accuracy_minority"),
                       value_or_nan(summaries[i], "test_accuracy_minority_seed_std")});

@@ -51,7 +51,7 @@ std::string reproduce_mitigation(const ReproduceConfig& rc) {
   reweight.config.class_weights = ClassWeights::inverse;
   runs.push_back(reweight);
 
-  const int64_t seeds = rc.seeds > 0 ? rc.seeds : rc.paper ? 1 : 2;
+  const int64_t seeds = seed_count(rc);
   const std::vector<SweepRun> all_runs = over_seeds(runs, seeds);
   const std::vector<json> per_run = run_sweep(all_runs, rc);
   if (per_run.empty()) return {};
@@ -70,15 +70,12 @@ std::string reproduce_mitigation(const ReproduceConfig& rc) {
     for (size_t i = 0; i < runs.size(); ++i) {
       std::vector<double> fitted_per_seed;
       double weight = 0;
-      std::string cos_per_seed, acc_per_seed;
       for (int64_t s = 0; s < seeds; ++s) {
         const size_t run = s * runs.size() + i;
         const LpmRunFit fit = fit_lpm_to_run(rc.out_dir + "/runs/" + all_runs[run].name, true);
         const LpmFitRow& last = fit.rows.back();
         weight = fit.imbalance.minority_weight;  // the configuration's, the same for every seed
         fitted_per_seed.push_back(last.fitted_centred_collapsed ? 1.0 : last.fitted_centred_minority_cosine);
-        cos_per_seed += (s ? ", " : "") + format_number(value_or_nan(per_run[run], "minority_cosine"));
-        acc_per_seed += (s ? ", " : "") + format_number(value_or_nan(per_run[run], "test_accuracy_minority"));
       }
       authors.minority_weight = weight;
       const double model = solve_lpm(authors, LpmSolver::Sdp).primary().geometry.minority_cosine.mean;
@@ -89,7 +86,8 @@ std::string reproduce_mitigation(const ReproduceConfig& rc) {
                    minor_std = value_or_nan(summaries[i], "test_accuracy_minority_seed_std"),
                    major = value_or_nan(summaries[i], "test_accuracy_majority");
       rows.push_back({runs[i].label, weight, ratio / weight, cos, cos_std, model, fitted, minor, minor_std, major});
-      seed_rows.push_back({runs[i].label, cos_per_seed, acc_per_seed});
+      seed_rows.push_back({runs[i].label, seed_by_seed(per_run, runs.size(), seeds, i, "minority_cosine"),
+                           seed_by_seed(per_run, runs.size(), seeds, i, "test_accuracy_minority")});
       if (i < factors.size()) {
         w_r.push_back(weight);
         net_cos.push_back(cos);

@@ -115,6 +115,8 @@ TrainConfig shared_recipe(const ReproduceConfig& rc) {
   return c;
 }
 
+int64_t seed_count(const ReproduceConfig& rc) { return rc.seeds > 0 ? rc.seeds : rc.paper ? 1 : 2; }
+
 std::vector<SweepRun> over_seeds(const std::vector<SweepRun>& configs, int64_t seeds) {
   std::vector<SweepRun> runs;
   for (int64_t s = 0; s < seeds; ++s)
@@ -143,6 +145,14 @@ std::vector<json> mean_over_seeds(const std::vector<json>& per_run, size_t confi
     summaries.push_back(mean);
   }
   return summaries;
+}
+
+std::string seed_by_seed(const std::vector<json>& per_run, size_t configs, int64_t seeds, size_t config,
+                         const std::string& key) {
+  std::string text;
+  for (int64_t s = 0; s < seeds; ++s)
+    text += (s ? ", " : "") + format_number(value_or_nan(per_run[s * configs + config], key));
+  return text;
 }
 
 double value_or_nan(const json& summary, const std::string& key) {

@@ -39,6 +39,9 @@ struct SeedSpread {
 };
 SeedSpread seed_spread(const std::vector<double>& values);
 
+// How many seeds a study trains each configuration with: --seeds N, else 2 (1 under --paper).
+int64_t seed_count(const ReproduceConfig& rc);
+
 // Each configuration once per seed: seed config.seed + s, folders <name> (s = 0) and <name>-seed<s>;
 // the result's element s * configs.size() + i is configuration i with seed s.
 std::vector<SweepRun> over_seeds(const std::vector<SweepRun>& configs, int64_t seeds);
@@ -46,6 +49,10 @@ std::vector<SweepRun> over_seeds(const std::vector<SweepRun>& configs, int64_t s
 // The reverse, for their summaries: element i is configuration i's numbers averaged over the seeds,
 // with key + "_seed_std" the sample standard deviation over them (0 for one seed).
 std::vector<nlohmann::json> mean_over_seeds(const std::vector<nlohmann::json>& per_run, size_t configs, int64_t seeds);
+
+// Configuration `config`'s per_run[...][key], seed by seed, as "v0, v1, ..." for a table.
+std::string seed_by_seed(const std::vector<nlohmann::json>& per_run, size_t configs, int64_t seeds, size_t config,
+                         const std::string& key);
 
 // summary[key] as a number, NaN when absent or null.
 double value_or_nan(const nlohmann::json& summary, const std::string& key);
