@@ -78,7 +78,7 @@ void BM_MaxPool2x2(benchmark::State& state) {
   Generator gen(2);
   const Tensor x = activation(C, H, channels_last, gen);
   const Tensor gy = activation(C, H / 2, channels_last, gen);
-  std::vector<int32_t> argmax;
+  MaxPoolArgmax argmax;
   const Pool2dGeometry g{2, 2, 0};
   for (auto _ : state) {
     const Tensor y = max_pool2d_forward(x, g, argmax);

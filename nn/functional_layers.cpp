@@ -91,7 +91,7 @@ Variable group_norm(const Variable& x, int64_t groups, const Variable& gamma, co
 }
 
 Variable max_pool2d(const Variable& x, const Pool2dGeometry& geometry) {
-  auto argmax = std::make_shared<std::vector<int32_t>>();
+  auto argmax = std::make_shared<MaxPoolArgmax>();
   Tensor y = max_pool2d_forward(x.value(), geometry, *argmax);
   return make_result(y, {x}, "max_pool2d", [argmax, in = x.shape()](const Tensor& g, const std::vector<bool>&) {
     return Grads{max_pool2d_backward(g, *argmax, in)};

@@ -66,23 +66,41 @@ bool use_channels_last(const Tensor& t) { return t.is_channels_last() && !(t.siz
 
 // ---- Max pooling -----------------------------------------------------------------------------
 
-Tensor max_pool2d_forward(const Tensor& x, const Pool2dGeometry& g, std::vector<int32_t>& argmax) {
+int32_t MaxPoolArgmax::at(int64_t n, int64_t c, int64_t oh, int64_t ow) const {
+  const int64_t C = output_shape[1], OH = output_shape[2], OW = output_shape[3];
+  const int64_t offset = channels_last ? ((n * OH + oh) * OW + ow) * C + c : ((n * C + c) * OH + oh) * OW + ow;
+  return index[static_cast<size_t>(offset)];
+}
+
+std::vector<int32_t> MaxPoolArgmax::logical_order() const {
+  std::vector<int32_t> logical;
+  logical.reserve(index.size());
+  for (int64_t n = 0; n < output_shape[0]; ++n)
+    for (int64_t c = 0; c < output_shape[1]; ++c)
+      for (int64_t oh = 0; oh < output_shape[2]; ++oh)
+        for (int64_t ow = 0; ow < output_shape[3]; ++ow) logical.push_back(at(n, c, oh, ow));
+  return logical;
+}
+
+Tensor max_pool2d_forward(const Tensor& x, const Pool2dGeometry& g, MaxPoolArgmax& argmax) {
   const char* op = "max_pool2d_forward";
   PEEL_CHECK(x.defined(), "{}: input is undefined", op);
   const PoolShape s = pool_shape(x.shape(), g, op);
   PEEL_CHECK(s.H * s.W <= std::numeric_limits<int32_t>::max(), "{}: input plane {}x{} too large for int32 indices", op,
              s.H, s.W);
   const int64_t N = s.N, C = s.C, H = s.H, W = s.W, OH = s.OH, OW = s.OW;
-  argmax.resize(static_cast<size_t>(N * C * OH * OW));
-  int32_t* idx_out = argmax.data();
+  argmax.index.resize(static_cast<size_t>(N * C * OH * OW));
+  argmax.output_shape = output_shape(s);
+  argmax.channels_last = use_channels_last(x);
+  int32_t* idx_out = argmax.index.data();
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-  if (use_channels_last(x)) {
+  if (argmax.channels_last) {
     Tensor y = Tensor::empty_channels_last(output_shape(s));
     const float* xd = x.data();
     float* yd = y.data();
-    // One task per output row (n, oh); 16 channels per vector, the rest one by one. The argmax is
-    // stored in logical (n, c, oh, ow) order, so the backward does not depend on the layout.
+    // One task per output row (n, oh); 16 channels per vector, the rest one by one. The indices go
+    // where the outputs go, so both are stored a vector at a time.
     parallel_for(N * OH, std::max<int64_t>(1, kElementsPerTask / (OW * C * g.kernel * g.kernel)),
                  [&](int64_t t0, int64_t t1) {
                    for (int64_t t = t0; t < t1; ++t) {
@@ -90,8 +108,9 @@ Tensor max_pool2d_forward(const Tensor& x, const Pool2dGeometry& g, std::vector<
                      const float* xn = xd + n * H * W * C;
                      for (int64_t ow = 0; ow < OW; ++ow) {
                        const Window w = window(s, g, oh, ow);
-                       float* yo = yd + ((n * OH + oh) * OW + ow) * C;
-                       int32_t* io = idx_out + n * C * OH * OW + oh * OW + ow;  // channel stride OH*OW
+                       const int64_t out = ((n * OH + oh) * OW + ow) * C;
+                       float* yo = yd + out;
+                       int32_t* io = idx_out + out;
                        const int32_t first = static_cast<int32_t>(w.h0 * W + w.w0);
                        int64_t c = 0;
                        for (; c + 16 <= C; c += 16) {
@@ -106,7 +125,7 @@ Tensor max_pool2d_forward(const Tensor& x, const Pool2dGeometry& g, std::vector<
                              idx = take ? simd::splat<vi16>(static_cast<int32_t>(ih * W + iw)) : idx;
                            }
                          simd::store(yo + c, best);
-                         for (int l = 0; l < 16; ++l) io[(c + l) * OH * OW] = idx[l];
+                         simd::store(io + c, idx);
                        }
                        for (; c < C; ++c) {
                          float best = kNegInf;
@@ -120,7 +139,7 @@ Tensor max_pool2d_forward(const Tensor& x, const Pool2dGeometry& g, std::vector<
                              }
                            }
                          yo[c] = best;
-                         io[c * OH * OW] = idx;
+                         io[c] = idx;
                        }
                      }
                    }
@@ -159,24 +178,25 @@ Tensor max_pool2d_forward(const Tensor& x, const Pool2dGeometry& g, std::vector<
   return y;
 }
 
-Tensor max_pool2d_backward(const Tensor& grad_y, const std::vector<int32_t>& argmax, const Shape& x_shape) {
+Tensor max_pool2d_backward(const Tensor& grad_y, const MaxPoolArgmax& argmax, const Shape& x_shape) {
   const char* op = "max_pool2d_backward";
   PEEL_CHECK(grad_y.defined() && grad_y.dim() == 4 && x_shape.size() == 4 && grad_y.size(0) == x_shape[0] &&
                  grad_y.size(1) == x_shape[1],
              "{}: grad_y shape {} does not fit input shape {}", op,
              grad_y.defined() ? to_string(grad_y.shape()) : "undefined", to_string(x_shape));
+  PEEL_CHECK(grad_y.shape() == argmax.output_shape && static_cast<int64_t>(argmax.index.size()) == grad_y.numel(),
+             "{}: argmax holds {} entries for an output of shape {}, but grad_y has shape {}", op, argmax.index.size(),
+             to_string(argmax.output_shape), to_string(grad_y.shape()));
   const int64_t N = x_shape[0], C = x_shape[1], H = x_shape[2], W = x_shape[3];
   const int64_t OH = grad_y.size(2), OW = grad_y.size(3), HW = H * W;
-  PEEL_CHECK(static_cast<int64_t>(argmax.size()) == grad_y.numel(),
-             "{}: argmax has {} entries but grad_y has shape {} ({} elements)", op, argmax.size(),
-             to_string(grad_y.shape()), grad_y.numel());
-  const int32_t* idx = argmax.data();
+  const int32_t* idx = argmax.index.data();
+  std::atomic<bool> bad{false};
 
-  if (use_channels_last(grad_y)) {
+  if (argmax.channels_last) {
+    const Tensor gyc = grad_y.channels_last();
     Tensor gx = Tensor::empty_channels_last(x_shape);
-    const float* gy = grad_y.data();
+    const float* gy = gyc.data();
     float* gxd = gx.data();
-    std::atomic<bool> bad{false};
     // One task per sample: windows may overlap, and all outputs of a sample stay in its task.
     parallel_for(N, std::max<int64_t>(1, kElementsPerTask / std::max<int64_t>(1, HW * C)), [&](int64_t n0, int64_t n1) {
       for (int64_t n = n0; n < n1; ++n) {
@@ -184,9 +204,9 @@ Tensor max_pool2d_backward(const Tensor& grad_y, const std::vector<int32_t>& arg
         std::fill(gxn, gxn + HW * C, 0.f);
         for (int64_t o = 0; o < OH * OW; ++o) {
           const float* gyo = gy + (n * OH * OW + o) * C;
-          const int32_t* io = idx + n * C * OH * OW + o;
+          const int32_t* io = idx + (n * OH * OW + o) * C;
           for (int64_t c = 0; c < C; ++c) {
-            const int64_t k = io[c * OH * OW];
+            const int64_t k = io[c];
             if (k < 0 || k >= HW) {
               bad.store(true, std::memory_order_relaxed);
               continue;
@@ -204,7 +224,6 @@ Tensor max_pool2d_backward(const Tensor& grad_y, const std::vector<int32_t>& arg
   Tensor gx = Tensor::empty(x_shape);
   const float* gy = gyc.data();
   float* gxd = gx.data();
-  std::atomic<bool> bad{false};
   parallel_for(N * C, std::max<int64_t>(1, kElementsPerTask / std::max<int64_t>(1, HW)), [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       float* gxp = gxd + p * HW;

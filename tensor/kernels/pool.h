@@ -3,11 +3,11 @@
 //
 // Inputs are logical (N,C,H,W) with any strides; outputs keep channels-last memory when the input
 // has it (activations stay in one layout), otherwise they are contiguous. Fast paths run on
-// channels-last and contiguous NCHW memory; other strides are copied to NCHW first. Backward
-// passes take their layout from grad_y. Each kernel is held to a double-precision reference loop
-// in tests/tensor/test_kernels_pool.cpp, and its backward to finite differences through the
-// differentiable ops of nn/functional.h in tests/nn/test_nn_gradcheck.cpp. Results do not depend
-// on the thread count: each output (and each input-gradient plane) is computed by one task.
+// channels-last and contiguous NCHW memory; other strides are copied to NCHW first. The average
+// pools' backward passes take their layout from grad_y, the max pool's from its forward. Each kernel is held to a
+// double-precision reference loop in tests/tensor/test_kernels_pool.cpp, and its backward to finite differences through
+// the differentiable ops of nn/functional.h in tests/nn/test_nn_gradcheck.cpp. Results do not depend on the thread
+// count: each output (and each input-gradient plane) is computed by one task.
 #pragma once
 
 #include <vector>
@@ -20,12 +20,27 @@ struct Pool2dGeometry {
   int64_t kernel = 2, stride = 2, padding = 0;
 };
 
-// Max pooling; `argmax` receives, per output element in logical (n, c, oh, ow) order whatever the
-// layout, the flat index h*W+w of the chosen input within its (n, c) plane, for the backward pass.
+// Max pooling remembers, per output element, the flat index h*W+w of the chosen input within its
+// (n, c) plane, for the backward pass. The indices are stored in the output's memory order (so the
+// channels-last forward writes them as it writes y, 16 channels at a time, instead of one scattered
+// store per channel), and the backward reads grad_y in that same layout.
+struct MaxPoolArgmax {
+  std::vector<int32_t> index;  // one per output element, in the output's memory order
+  Shape output_shape;          // logical (N, C, OH, OW)
+  bool channels_last = false;  // memory order (N, OH, OW, C), else (N, C, OH, OW)
+
+  // The index of output (n, c, oh, ow), whatever the layout.
+  int32_t at(int64_t n, int64_t c, int64_t oh, int64_t ow) const;
+  // All indices in logical (n, c, oh, ow) order (for tests and references).
+  std::vector<int32_t> logical_order() const;
+};
+
 // As PyTorch 1.13: padding counts as -inf, ties go to the first maximum, and a NaN wins (the last
 // NaN of a window). Geometry as PyTorch's (ceil_mode off): padding <= kernel/2, else an error.
-Tensor max_pool2d_forward(const Tensor& x, const Pool2dGeometry& g, std::vector<int32_t>& argmax);
-Tensor max_pool2d_backward(const Tensor& grad_y, const std::vector<int32_t>& argmax, const Shape& x_shape);
+Tensor max_pool2d_forward(const Tensor& x, const Pool2dGeometry& g, MaxPoolArgmax& argmax);
+// grad_y may be in any layout; it is read in the argmax's (a copy is made when they differ), and
+// the input gradient has that layout too.
+Tensor max_pool2d_backward(const Tensor& grad_y, const MaxPoolArgmax& argmax, const Shape& x_shape);
 // Average pooling (padding counted in the divisor, PyTorch's count_include_pad=True; ceil_mode off).
 Tensor avg_pool2d_forward(const Tensor& x, const Pool2dGeometry& g);
 Tensor avg_pool2d_backward(const Tensor& grad_y, const Shape& x_shape, const Pool2dGeometry& g);

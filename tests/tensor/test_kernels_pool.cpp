@@ -102,11 +102,12 @@ TEST(MaxPool2d, ForwardMatchesReferenceInEveryLayout) {
       max_pool_reference(to_double(x), d, g, y_ref, idx_ref);
       for (Layout l : kLayouts) {
         const std::string what = "max_pool " + to_string(shape) + " " + geometry_name(g) + " " + layout_name(l);
-        std::vector<int32_t> idx;
+        MaxPoolArgmax idx;
         const Tensor y = max_pool2d_forward(in_layout(x, l), g, idx);
         EXPECT_EQ(y.shape(), (Shape{d.N, d.C, d.OH, d.OW})) << what;
         expect_close(y, y_ref, 0, 0, what);
-        EXPECT_EQ(idx, idx_ref) << what;
+        EXPECT_EQ(idx.logical_order(), idx_ref) << what;
+        EXPECT_EQ(idx.channels_last, y.is_channels_last() && shape[1] > 1) << what;
         if (shape[1] > 1) expect_layout_follows(y, l, what);
       }
     }
@@ -125,7 +126,7 @@ TEST(MaxPool2d, TiesGoToTheFirstMaximumAndNanPropagates) {
   values.insert(values.end(), plane.begin(), plane.end());
   const Tensor x = Tensor::from_vector(values, {1, 2, 2, 8});
   for (Layout l : kLayouts) {
-    std::vector<int32_t> idx;
+    MaxPoolArgmax idx;
     const Tensor y = max_pool2d_forward(in_layout(x, l), {2, 2, 0}, idx);
     const std::vector<float> v = y.to_vector();
     for (int c = 0; c < 2; ++c) {
@@ -133,15 +134,16 @@ TEST(MaxPool2d, TiesGoToTheFirstMaximumAndNanPropagates) {
       EXPECT_EQ(v[4 * c + 2], 5.f) << layout_name(l);
       EXPECT_EQ(v[4 * c + 3], -inf) << layout_name(l);
     }
-    EXPECT_EQ(idx, (std::vector<int32_t>{1, 11, 4, 6, 1, 11, 4, 6})) << layout_name(l);
+    EXPECT_EQ(idx.logical_order(), (std::vector<int32_t>{1, 11, 4, 6, 1, 11, 4, 6})) << layout_name(l);
   }
   // Ties across channels in channels-last memory, with padding: every window's first valid index.
   const Tensor flat = Tensor::full({2, 3, 4, 4}, 0.5f);
-  std::vector<int32_t> idx_cl, idx_ref;
+  MaxPoolArgmax idx_cl;
+  std::vector<int32_t> idx_ref;
   std::vector<double> y_ref;
   max_pool2d_forward(flat.channels_last(), {3, 2, 1}, idx_cl);
   max_pool_reference(to_double(flat), pool_dims(flat.shape(), {3, 2, 1}), {3, 2, 1}, y_ref, idx_ref);
-  EXPECT_EQ(idx_cl, idx_ref);
+  EXPECT_EQ(idx_cl.logical_order(), idx_ref);
 }
 
 TEST(MaxPool2d, BackwardMatchesReference) {
@@ -162,16 +164,21 @@ TEST(MaxPool2d, BackwardMatchesReference) {
     }
     for (Layout l : kLayouts) {
       const std::string what = "max_pool backward " + geometry_name(g) + " " + layout_name(l);
-      std::vector<int32_t> idx;
+      MaxPoolArgmax idx;
       max_pool2d_forward(in_layout(x, l), g, idx);
       const Tensor gx = max_pool2d_backward(in_layout(gy, l), idx, shape);
       expect_close(gx, gx_ref, 1e-6, 1e-6, what);
       expect_layout_follows(gx, l, what);
     }
-    // grad_y in a layout other than x's: argmax is in logical order, so any layout works.
-    std::vector<int32_t> idx;
-    max_pool2d_forward(x.channels_last(), g, idx);
-    expect_close(max_pool2d_backward(gy.contiguous(), idx, shape), gx_ref, 1e-6, 1e-6, "mixed layouts");
+    // grad_y in a layout other than the forward's: it is read in the argmax's layout (a copy), and
+    // the input gradient takes that layout, both ways round.
+    for (bool forward_channels_last : {true, false}) {
+      MaxPoolArgmax idx;
+      max_pool2d_forward(forward_channels_last ? x.channels_last() : x.contiguous(), g, idx);
+      const Tensor gx = max_pool2d_backward(forward_channels_last ? gy.contiguous() : gy.channels_last(), idx, shape);
+      expect_close(gx, gx_ref, 1e-6, 1e-6, "mixed layouts");
+      EXPECT_EQ(gx.is_channels_last(), forward_channels_last);
+    }
   }
 }
 
@@ -238,7 +245,7 @@ TEST(PoolKernels, SteadyStateCallsReuseCachedBuffers) {
   Generator gen(102);
   const Shape shape{16, 32, 14, 14};
   const Tensor x = random_tensor(shape, gen).channels_last();
-  std::vector<int32_t> argmax;
+  MaxPoolArgmax argmax;
   auto step = [&] {
     const Tensor pooled = max_pool2d_forward(x, {2, 2, 0}, argmax);
     const Tensor gx = max_pool2d_backward(pooled, argmax, shape);
@@ -252,7 +259,7 @@ TEST(PoolKernels, SteadyStateCallsReuseCachedBuffers) {
 
 TEST(PoolKernelErrors, BadShapesAndArgumentsAreNamed) {
   const Tensor x = Tensor::zeros({2, 3, 4, 4});
-  std::vector<int32_t> argmax;
+  MaxPoolArgmax argmax;
   EXPECT_THAT(
       [&] {
         max_pool2d_forward(x, {2, 2, 2}, argmax);
