@@ -46,6 +46,7 @@ const std::vector<Case>& cases() {
       {2, 6, 11, 9, 9, 1, 1, Conv2dGeometry::square(2, 0)},       // 1x1 stride 2: skipped pixels
       {2, 7, 10, 9, 18, 3, 2, Conv2dGeometry{2, 1, 1, 0, 1, 2}},  // non-square everything
       {5, 1, 14, 14, 16, 3, 3, Conv2dGeometry::square(1, 1)},     // first layer of a CNN
+      {3, 1, 11, 9, 40, 5, 3, Conv2dGeometry{2, 1, 2, 1, 1, 2}},  // one channel, strided, dilated, odd
       {2, 19, 9, 10, 3, 3, 3, Conv2dGeometry::square(2, 0)},      // stride 2, no padding, odd
       {2, 8, 5, 40, 48, 3, 3, Conv2dGeometry::square(1, 1)},      // wide rows: several column tiles
       {3, 40, 4, 4, 70, 3, 3, Conv2dGeometry::square(1, 1)},      // small images, many channels
@@ -92,7 +93,6 @@ double relative_error(const Tensor& a, const Tensor& b) {
 
 constexpr double kTolerance = 1e-4;
 
-// One backend as the tests see it: the public dispatcher, or the direct kernels of one ISA.
 // One backend as the tests see it: the public dispatcher, or the direct kernels of one ISA in one
 // tiling mode.
 struct Backend {
