@@ -32,9 +32,36 @@ VariableState::~VariableState() {
 }
 
 Variable::Variable(Tensor value, bool requires_grad, std::string name) : state_(std::make_shared<VariableState>()) {
+  state_->shape = value.shape();
   state_->value = std::move(value);
   state_->requires_grad = requires_grad;
   state_->name = std::move(name);
+  state_->handles = 1;
+}
+
+Variable& Variable::operator=(const Variable& other) {
+  if (state_ != other.state_) {
+    release();
+    state_ = other.state_;
+    acquire();
+  }
+  return *this;
+}
+
+Variable& Variable::operator=(Variable&& other) noexcept {
+  if (this != &other) {
+    release();
+    state_ = std::move(other.state_);
+  }
+  return *this;
+}
+
+void Variable::release() noexcept {
+  if (!state_) return;
+  // A state the graph still refers to, with no handle left: only a backward can reach it, and
+  // backward reads its shape, never its value.
+  if (--state_->handles == 0 && state_->grad_fn && state_.use_count() > 1) state_->value = Tensor();
+  state_.reset();
 }
 
 Variable& Variable::set_requires_grad(bool on) {
@@ -128,8 +155,9 @@ void Variable::backward(const Tensor& upstream, const LeafReady& on_leaf_ready) 
     for (size_t i = 0; i < grads.size(); ++i) {
       if (node.slot[i] < 0 || !grads[i].defined()) continue;
       VariableState* input = node.inputs[static_cast<size_t>(node.slot[i])].get();
-      PEEL_CHECK(grads[i].shape() == input->value.shape(), "backward of {}: gradient {} has shape {}, input has {}",
-                 node.op, i, to_string(grads[i].shape()), to_string(input->value.shape()));
+      const Shape& input_shape = input->value.defined() ? input->value.shape() : input->shape;
+      PEEL_CHECK(grads[i].shape() == input_shape, "backward of {}: gradient {} has shape {}, input has {}", node.op, i,
+                 to_string(grads[i].shape()), to_string(input_shape));
       auto [slot, inserted] = pending.try_emplace(input, grads[i]);
       if (!inserted) slot->second = add(slot->second, grads[i]);  // used twice: gradients add up
     }

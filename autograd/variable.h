@@ -30,12 +30,20 @@ struct VariableState;
 using LeafReady = std::function<void(const VariableState& leaf)>;
 
 // The shared state behind a Variable; copies of a Variable refer to the same state.
+//
+// The graph refers to the states of its values (Node::inputs) but holds no handle to them. When
+// the last Variable handle of a value an op made goes, nothing can read that value any more (each
+// op's backward captured the tensors it needs), so the value is released at once rather than when
+// the next backward frees the graph: as in PyTorch, an output that no backward saved (a residual
+// sum, a batch norm's output without ReLU) does not stay alive until the end of the step.
 struct VariableState {
-  Tensor value;
-  Tensor grad;  // accumulated gradient (leaves only); undefined until a backward reaches it
+  Tensor value;  // undefined once released (a non-leaf with no handle left)
+  Shape shape;   // the value's shape, kept for backward's checks after the value is released
+  Tensor grad;   // accumulated gradient (leaves only); undefined until a backward reaches it
   bool requires_grad = false;
   std::shared_ptr<Node> grad_fn;  // the op that made this value; null for leaves
   std::string name;               // for error messages and debugging
+  int handles = 0;                // Variables that refer to this state
   ~VariableState();               // tears down long chains without recursion
 };
 
@@ -43,6 +51,12 @@ class Variable {
  public:
   Variable() = default;
   explicit Variable(Tensor value, bool requires_grad = false, std::string name = {});
+  // Copies count as handles of the state (VariableState); moves carry the handle along.
+  Variable(const Variable& other) : state_(other.state_) { acquire(); }
+  Variable(Variable&& other) noexcept : state_(std::move(other.state_)) {}
+  Variable& operator=(const Variable& other);
+  Variable& operator=(Variable&& other) noexcept;
+  ~Variable() { release(); }
 
   bool defined() const { return state_ != nullptr; }
   const Tensor& value() const { return state_->value; }
@@ -74,6 +88,10 @@ class Variable {
   VariableState* state() const { return state_.get(); }
 
  private:
+  void acquire() {
+    if (state_) ++state_->handles;
+  }
+  void release() noexcept;  // drops this handle (and the value, when it was a non-leaf's last)
   std::shared_ptr<VariableState> state_;
   friend Variable make_result(Tensor, std::vector<Variable>, const char*,
                               std::function<std::vector<Tensor>(const Tensor&, const std::vector<bool>&)>);

@@ -9,6 +9,7 @@
 
 #include "autograd/functional.h"
 #include "tensor/error.h"
+#include "tensor/storage.h"
 #include "tests/support/error_matchers.h"
 
 using namespace peel;
@@ -142,4 +143,33 @@ TEST(AutogradEngine, LeafReadyIsToldOfTheAccumulatedGradientAndAnEmptyHookIsNone
   EXPECT_EQ(seen, (std::vector<float>{5, 5}));  // .grad() after adding this backward's part
   sum(x * x).backward(LeafReady{});
   EXPECT_EQ(x.grad().to_vector(), (std::vector<float>{7, 9}));
+}
+
+// An output that no backward saved is released when its last handle goes, not at the end of the
+// next backward (a residual sum's output, say). add's backward needs neither input, so the two
+// inner sums below are held by nothing but the graph.
+TEST(AutogradEngine, AnUnsavedIntermediateIsReleasedWithItsLastHandle) {
+  const int64_t n = 1 << 20;  // 4 MB per value: large buffers, counted in live_bytes
+  const int64_t value_bytes = n * static_cast<int64_t>(sizeof(float));
+  Variable a(Tensor::full({n}, 1.f), true, "a");
+  const int64_t before = memory_stats().live_bytes;
+  Variable loss = sum(add(add(add(a, a), a), a));
+  EXPECT_LT(memory_stats().live_bytes - before, value_bytes);  // the three sums are gone already
+  loss.backward();
+  EXPECT_EQ(a.grad().to_vector(), std::vector<float>(static_cast<size_t>(n), 4.f));
+  EXPECT_EQ(loss.item(), 4.f * static_cast<float>(n));  // the root keeps its value: it has a handle
+}
+
+// A value someone still holds keeps it through backward, and copies and moves of a handle count
+// as the handle they were made from.
+TEST(AutogradEngine, AHeldIntermediateKeepsItsValueThroughBackward) {
+  Variable a(Tensor::from_vector({1, 2, 3}, {3}), true, "a");
+  Variable held = add(a, a);
+  Variable copy = held;
+  held = Variable();  // the copy still holds it
+  Variable moved = std::move(copy);
+  Variable loss = sum(add(moved, a));
+  loss.backward();
+  EXPECT_EQ(moved.value().to_vector(), (std::vector<float>{2, 4, 6}));
+  EXPECT_EQ(a.grad().to_vector(), (std::vector<float>{3, 3, 3}));
 }
