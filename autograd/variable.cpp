@@ -32,7 +32,6 @@ VariableState::~VariableState() {
 }
 
 Variable::Variable(Tensor value, bool requires_grad, std::string name) : state_(std::make_shared<VariableState>()) {
-  state_->shape = value.shape();
   state_->value = std::move(value);
   state_->requires_grad = requires_grad;
   state_->name = std::move(name);
@@ -60,7 +59,10 @@ void Variable::release() noexcept {
   if (!state_) return;
   // A state the graph still refers to, with no handle left: only a backward can reach it, and
   // backward reads its shape, never its value.
-  if (--state_->handles == 0 && state_->grad_fn && state_.use_count() > 1) state_->value = Tensor();
+  if (--state_->handles == 0 && state_->grad_fn && state_.use_count() > 1) {
+    state_->shape = state_->value.shape();
+    state_->value = Tensor();
+  }
   state_.reset();
 }
 

@@ -4,10 +4,11 @@
 // Inputs are logical (N,C,H,W) with any strides; outputs keep channels-last memory when the input
 // has it (activations stay in one layout), otherwise they are contiguous. Fast paths run on
 // channels-last and contiguous NCHW memory; other strides are copied to NCHW first. The average
-// pools' backward passes take their layout from grad_y, the max pool's from its forward. Each kernel is held to a
-// double-precision reference loop in tests/tensor/test_kernels_pool.cpp, and its backward to finite differences through
-// the differentiable ops of nn/functional.h in tests/nn/test_nn_gradcheck.cpp. Results do not depend on the thread
-// count: each output (and each input-gradient plane) is computed by one task.
+// pools' backward passes take their layout from grad_y, the max pool's from its forward. Each
+// kernel is held to a double-precision reference loop in tests/tensor/test_kernels_pool.cpp, and
+// its backward to finite differences through the differentiable ops of nn/functional.h in
+// tests/nn/test_nn_gradcheck.cpp. Results do not depend on the thread count: each output (and
+// each input-gradient plane) is computed by one task.
 #pragma once
 
 #include <vector>
