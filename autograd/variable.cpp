@@ -39,7 +39,7 @@ Variable::Variable(Tensor value, bool requires_grad, std::string name) : state_(
 }
 
 Variable& Variable::operator=(const Variable& other) {
-  if (state_ != other.state_) {
+  if (this != &other && state_ != other.state_) {
     release();
     state_ = other.state_;
     acquire();
