@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "nn/eval_fold.h"
 #include "nn/normalization.h"
 #include "tensor/error.h"
 #include "tensor/kernels/norm_extra.h"
@@ -122,7 +123,16 @@ Sequential& Sequential::add(ModulePtr module) {
 
 Variable Sequential::forward(const Variable& x) {
   Variable h = x;
-  for (auto& layer : layers_) h = layer->forward(h);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    // A convolution and the layer after it (a norm slot in every model here) go through
+    // conv_then_norm, which folds an eval-mode batch norm into the convolution.
+    if (auto* conv = dynamic_cast<Conv2d*>(layers_[i].get()); conv != nullptr && i + 1 < layers_.size()) {
+      h = conv_then_norm(*conv, *layers_[i + 1], h);
+      ++i;
+      continue;
+    }
+    h = layers_[i]->forward(h);
+  }
   return h;
 }
 

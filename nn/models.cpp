@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "nn/eval_fold.h"
 #include "tensor/error.h"
 
 namespace peel::nn {
@@ -122,11 +123,11 @@ SmallCnn::SmallCnn(int64_t classes, int64_t in_channels, const NormFactory& norm
 
 Variable SmallCnn::features(const Variable& x) {
   const Pool2dGeometry pool{2, 2, 0};
-  Variable h = bn1->forward(conv1->forward(x));  // the slots apply the ReLU
-  h = max_pool2d(bn2->forward(conv2->forward(h)), pool);
-  h = bn3->forward(conv3->forward(h));
-  h = max_pool2d(bn4->forward(conv4->forward(h)), pool);
-  h = bn5->forward(conv5->forward(h));
+  Variable h = conv_then_norm(*conv1, *bn1, x);  // the slots apply the ReLU
+  h = max_pool2d(conv_then_norm(*conv2, *bn2, h), pool);
+  h = conv_then_norm(*conv3, *bn3, h);
+  h = max_pool2d(conv_then_norm(*conv4, *bn4, h), pool);
+  h = conv_then_norm(*conv5, *bn5, h);
   return global_avg_pool(h);
 }
 
@@ -176,7 +177,7 @@ BasicBlock::BasicBlock(int64_t in_channels, int64_t out_channels, int64_t stride
 }
 
 Variable BasicBlock::forward(const Variable& x) {
-  Variable out = bn2->forward(conv2->forward(bn1->forward(conv1->forward(x))));
+  Variable out = conv_then_norm(*conv2, *bn2, conv_then_norm(*conv1, *bn1, x));
   Variable shortcut = downsample ? downsample->forward(x) : x;
   return act->forward(ag::add(out, shortcut));
 }
@@ -198,7 +199,7 @@ ResNet18::ResNet18(double width, int64_t classes, int64_t in_channels, const Nor
 }
 
 Variable ResNet18::features(const Variable& x) {
-  Variable h = bn1->forward(conv1->forward(x));
+  Variable h = conv_then_norm(*conv1, *bn1, x);
   h = layer4->forward(layer3->forward(layer2->forward(layer1->forward(h))));
   return global_avg_pool(h);
 }

@@ -1,7 +1,9 @@
 // `peel bench infer`: the evaluation path the experiments spend most of their time in: a reference
 // model in eval mode (batch norm with running statistics), forward only, no graph recorded, on a
-// batch of random images in channels-last memory; timed after warm-up. The last line is one JSON
-// object, like `peel bench train-step`'s.
+// batch of random images in channels-last memory; timed after warm-up. Batch norm is folded into
+// the convolution before it, as in the experiments (nn/eval_fold.h); --no-fold runs the layers
+// one by one, to measure what the fold buys. The last line is one JSON object, like
+// `peel bench train-step`'s.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -14,6 +16,7 @@
 #include "experiments/cli/commands.h"
 #include "experiments/cli/options.h"
 #include "experiments/run/config.h"
+#include "nn/eval_fold.h"
 #include "nn/models.h"
 #include "tensor/conv/conv.h"
 #include "tensor/random.h"
@@ -26,6 +29,7 @@ namespace {
 struct InferOptions {
   BenchModelOptions common{.batch = 256};  // the batch the experiments evaluate with (run/measure.h)
   int batches = 10;                        // per repetition
+  bool fold = true;                        // batch norm folded into the convolution
 };
 
 void run_infer_bench(const InferOptions& options) {
@@ -35,6 +39,7 @@ void run_infer_bench(const InferOptions& options) {
   const std::shared_ptr<nn::Network>& model = bench.model;
   const Tensor& images = bench.images;
   model->eval();
+  nn::set_eval_folding(options.fold);
   ag::NoGradGuard no_graph;
   float checksum = 0;  // keeps the forward from being optimised away and shows the outputs are finite
   auto forward = [&] { checksum += model->forward(ag::Variable(images)).value().data()[0]; };
@@ -56,6 +61,7 @@ void run_infer_bench(const InferOptions& options) {
       {"batch", o.batch},
       {"threads", num_threads()},
       {"conv_backend", conv_backend_name(default_conv_backend())},
+      {"batch_norm_folded", options.fold},
       {"images_per_sec", rates[rates.size() / 2]},
       {"images_per_sec_min", rates.front()},
       {"images_per_sec_max", rates.back()},
@@ -72,6 +78,7 @@ void register_bench_infer_command(CLI::App* bench) {
   auto o = std::make_shared<InferOptions>();
   add_bench_model_options(cmd, o->common);
   cmd->add_option("--batches", o->batches, "Batches per repetition")->check(CLI::Range(1, 100000));
+  cmd->add_flag("!--no-fold", o->fold, "Run batch norm as its own layer instead of folded into the convolution");
   cmd->callback([o] {
     InferOptions options = *o;
     options.common.threads = capped_threads(options.common.threads);

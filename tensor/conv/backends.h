@@ -32,11 +32,12 @@ std::array<int64_t, sizeof...(T)> int64_key(T... values) {
   return {static_cast<int64_t>(values)...};
 }
 
-Tensor reference_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const ConvProblem& p);
+// `relu`: the forward's ReLU epilogue (ConvEpilogue::kRelu), applied before the value is stored.
+Tensor reference_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const ConvProblem& p, bool relu);
 Tensor reference_backward_data(const Tensor& gy, const Tensor& w, const ConvProblem& p);
 Tensor reference_backward_weight(const Tensor& gy, const Tensor& x, const ConvProblem& p);
 
-Tensor im2col_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const ConvProblem& p);
+Tensor im2col_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const ConvProblem& p, bool relu);
 Tensor im2col_backward_data(const Tensor& gy, const Tensor& w, const ConvProblem& p);
 Tensor im2col_backward_weight(const Tensor& gy, const Tensor& x, const ConvProblem& p);
 // Images per im2col chunk: each thread runs GEMMs of (chunk*OH*OW) rows on one OpenBLAS thread.
@@ -49,7 +50,7 @@ int64_t im2col_chunk_images(const ConvProblem& p);
 // is the small-map variant too (one run per tap, with exact column ranges).
 enum class DirectMode { kAuto, kOneRowTiles, kTwoRowTiles, kImageTiles };
 Tensor direct_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const ConvProblem& p, simd::Isa isa,
-                      DirectMode mode = DirectMode::kAuto);
+                      DirectMode mode = DirectMode::kAuto, bool relu = false);
 Tensor direct_backward_data(const Tensor& gy, const Tensor& w, const ConvProblem& p, simd::Isa isa,
                             DirectMode mode = DirectMode::kAuto);
 Tensor direct_backward_weight(const Tensor& gy, const Tensor& x, const ConvProblem& p, simd::Isa isa,
@@ -57,7 +58,7 @@ Tensor direct_backward_weight(const Tensor& gy, const Tensor& x, const ConvProbl
 // The instruction set the direct backend uses by default; throws if the CPU has neither AVX2 nor AVX-512.
 simd::Isa direct_isa();
 
-Tensor onednn_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const ConvProblem& p);
+Tensor onednn_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const ConvProblem& p, bool relu);
 Tensor onednn_backward_data(const Tensor& gy, const Tensor& w, const ConvProblem& p);
 Tensor onednn_backward_weight(const Tensor& gy, const Tensor& x, const ConvProblem& p);
 // Number of oneDNN primitives created so far (the cache's misses), for tests of the cache.

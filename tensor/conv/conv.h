@@ -46,10 +46,14 @@ void set_default_conv_backend(ConvBackend backend);
 ConvBackend parse_conv_backend(std::string_view name);  // throws on an unknown name, listing the known
 const char* conv_backend_name(ConvBackend backend);
 
-// y = conv(x, w) + bias: (N,O,OH,OW), channels-last. bias may be undefined (no bias). Mismatched
-// shapes throw peel::Error naming them.
+// What the forward applies to each output value as it stores it: nothing, or max(0, .), a ReLU
+// fused into the convolution (evaluation with batch norm folded into the weights, nn/eval_fold.h).
+enum class ConvEpilogue { kNone, kRelu };
+
+// y = epilogue(conv(x, w) + bias): (N,O,OH,OW), channels-last. bias may be undefined (no bias).
+// Mismatched shapes throw peel::Error naming them.
 Tensor conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dGeometry& g,
-                      ConvBackend backend = default_conv_backend());
+                      ConvBackend backend = default_conv_backend(), ConvEpilogue epilogue = ConvEpilogue::kNone);
 // dL/dx given dL/dy: x_shape, channels-last.
 Tensor conv2d_backward_data(const Tensor& grad_y, const Tensor& w, const Shape& x_shape, const Conv2dGeometry& g,
                             ConvBackend backend = default_conv_backend());

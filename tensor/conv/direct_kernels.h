@@ -7,6 +7,8 @@
 //   out[r][j][b*16 + l] = init[b*16 + l]
 //       + sum over taps t, k < kdim of  w[t.w_off + k*OB*16 + b*16 + l] * in[t.in_off + r*in_row_step + j +
 //       k*in_k_stride]
+// then max(0, .) of it when `relu` (a fused ReLU: one tile call sums every tap and k, so the value
+// stored is final).
 // i.e. the input is planar per row (pixels of one channel adjacent), so the RW values of a tap
 // are consecutive floats broadcast one by one, and the weights are packed [tap][k][OB*16].
 // Forward uses it with k = input channel, backward-data with k = output channel.
@@ -44,6 +46,7 @@ struct DirectTileArgs {
   int64_t out_pix_stride;
   int64_t out_row_stride;
   int last_block_lanes;  // valid lanes (1..16) of the last channel block; the rest is not stored
+  bool relu;             // store max(0, out) (forward's ReLU epilogue); the sums are complete by then
 };
 
 struct DirectWgradArgs {

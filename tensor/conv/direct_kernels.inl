@@ -31,6 +31,7 @@ inline vec vload(const float* p) { return _mm512_loadu_ps(p); }
 inline vec vbroadcast(const float* p) { return _mm512_set1_ps(*p); }
 inline vec vfma(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
 inline vec vadd(vec a, vec b) { return _mm512_add_ps(a, b); }
+inline vec vmax(vec a, vec b) { return _mm512_max_ps(a, b); }
 inline void vstore(float* p, vec v) { _mm512_storeu_ps(p, v); }
 inline lane_mask make_mask(int lanes) { return static_cast<lane_mask>((1u << lanes) - 1u); }
 inline vec vload_masked(const float* p, lane_mask m) { return _mm512_maskz_loadu_ps(m, p); }
@@ -45,6 +46,7 @@ inline vec vload(const float* p) { return _mm256_loadu_ps(p); }
 inline vec vbroadcast(const float* p) { return _mm256_broadcast_ss(p); }
 inline vec vfma(vec a, vec b, vec c) { return _mm256_fmadd_ps(a, b, c); }
 inline vec vadd(vec a, vec b) { return _mm256_add_ps(a, b); }
+inline vec vmax(vec a, vec b) { return _mm256_max_ps(a, b); }
 inline void vstore(float* p, vec v) { _mm256_storeu_ps(p, v); }
 inline lane_mask make_mask(int lanes) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
@@ -110,6 +112,14 @@ void tile_kernel(const DirectTileArgs& a) {
       in1 += ks;
       wp += NV * L;
     }
+  }
+  if (a.relu) {
+#pragma GCC unroll 2
+    for (int r = 0; r < RH; ++r)
+#pragma GCC unroll 28
+      for (int j = 0; j < RW; ++j)
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) acc[r][j][v] = vmax(acc[r][j][v], vzero());
   }
   lane_mask tail[VPB];
   int tail_lanes[VPB];

@@ -85,7 +85,7 @@ PositionTaps position_taps(const ConvProblem& p, int64_t out_h, int64_t out_w, i
 
 // out (channels-last, N x out_c x out_h x out_w) = the tile kernel over image groups of `src`.
 void run_image_tiles(const DirectKernels& k, const ImagePlan& plan, const Tensor& src, const Tensor& wpack,
-                     const float* init, int64_t out_c, int64_t out_h, int64_t out_w, int64_t taps_total,
+                     const float* init, bool relu, int64_t out_c, int64_t out_h, int64_t out_w, int64_t taps_total,
                      const std::vector<PositionTaps>& taps_by_ob, Tensor& out) {
   const int64_t N = src.size(0), kdim = src.size(1);
   const int64_t blocks = ceil_div(out_c, kBlock);
@@ -106,6 +106,7 @@ void run_image_tiles(const DirectKernels& k, const ImagePlan& plan, const Tensor
       a.w = w_data + grp.first_block * kBlock * taps_total * kdim;
       a.init = init != nullptr ? init + grp.first_block * kBlock : nullptr;
       a.out_pix_stride = out_h * out_w * out_c;  // the next image
+      a.relu = relu;
       a.last_block_lanes = grp.first_block + grp.ob == blocks ? last_lanes(out_c) : static_cast<int>(kBlock);
       for (int64_t pos = 0; pos < out_h * out_w; ++pos) {
         a.taps = pt.taps.data() + pt.begin[pos];
@@ -122,7 +123,7 @@ void run_image_tiles(const DirectKernels& k, const ImagePlan& plan, const Tensor
 // of each group size, then the tile kernel over the image groups into `out`.
 template <bool kBackwardData>
 void image_tile_pass(const DirectKernels& k, const ImagePlan& plan, const Tensor& src, const Tensor& w,
-                     const ConvProblem& p, const float* init, const SourceOf& source, Tensor& out) {
+                     const ConvProblem& p, const float* init, bool relu, const SourceOf& source, Tensor& out) {
   const int64_t out_c = kBackwardData ? p.C : p.O, kdim = kBackwardData ? p.O : p.C;
   const int64_t out_h = kBackwardData ? p.H : p.OH, out_w = kBackwardData ? p.W : p.OW;
   const int64_t src_w = kBackwardData ? p.OW : p.W;
@@ -131,7 +132,7 @@ void image_tile_pass(const DirectKernels& k, const ImagePlan& plan, const Tensor
   for (const BlockGroup& grp : block_groups(ceil_div(out_c, kBlock), plan.ob))
     if (taps_by_ob[grp.ob].begin.empty())
       taps_by_ob[grp.ob] = position_taps(p, out_h, out_w, src_w, kdim, plan.slots, grp.ob, source);
-  run_image_tiles(k, plan, src, wpack, init, out_c, out_h, out_w, p.KH * p.KW, taps_by_ob, out);
+  run_image_tiles(k, plan, src, wpack, init, relu, out_c, out_h, out_w, p.KH * p.KW, taps_by_ob, out);
 }
 
 std::vector<int64_t> taps_per_position(const PositionTaps& pt) {
@@ -150,7 +151,7 @@ Tensor padded_bias(const Tensor& bias, int64_t channels) {
 }  // namespace
 
 Tensor direct_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const ConvProblem& p, simd::Isa isa,
-                      DirectMode mode) {
+                      DirectMode mode, bool relu) {
   const DirectKernels& K = direct_kernels_for(isa);
   const Conv2dGeometry& g = p.g;
   const int64_t blocks = ceil_div(p.O, kBlock);
@@ -190,7 +191,7 @@ Tensor direct_forward(const Tensor& x, const Tensor& w, const Tensor& bias, cons
     return d;
   });
   if (chosen.images) {
-    image_tile_pass<false>(K, chosen.image, x, w, p, bpad.defined() ? bpad.data() : nullptr, source, y);
+    image_tile_pass<false>(K, chosen.image, x, w, p, bpad.defined() ? bpad.data() : nullptr, relu, source, y);
     return y;
   }
 
@@ -229,6 +230,7 @@ Tensor direct_forward(const Tensor& x, const Tensor& w, const Tensor& bias, cons
       a.out_pix_stride = p.O;
       a.out_row_stride = p.OW * p.O;
       a.last_block_lanes = grp.first_block + grp.ob == blocks ? last_lanes(p.O) : static_cast<int>(kBlock);
+      a.relu = relu;
       for (int64_t oh = oh0; oh < oh1; oh += plan.rh) {
         if (band == bands - 1) prefetch.step(n + 1, step++);
         const int64_t rh = std::min<int64_t>(plan.rh, oh1 - oh);
@@ -310,7 +312,7 @@ Tensor direct_backward_data(const Tensor& gy, const Tensor& w, const ConvProblem
     return d;
   });
   if (chosen.images) {
-    image_tile_pass<true>(K, chosen.image, gy, w, p, nullptr, source, dx);
+    image_tile_pass<true>(K, chosen.image, gy, w, p, nullptr, false, source, dx);
     return dx;
   }
 

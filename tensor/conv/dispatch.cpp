@@ -114,21 +114,22 @@ ConvBackend default_conv_backend() { return default_slot().load(std::memory_orde
 void set_default_conv_backend(ConvBackend backend) { default_slot().store(backend, std::memory_order_relaxed); }
 
 Tensor conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dGeometry& g,
-                      ConvBackend backend) {
+                      ConvBackend backend, ConvEpilogue epilogue) {
   PEEL_CHECK(x.defined() && w.defined(), "conv2d_forward: undefined input or weights");
+  const bool relu = epilogue == ConvEpilogue::kRelu;
   const ConvProblem p = conv_detail::make_problem(x.shape(), w.shape(), g);
   check_bias(bias, p);
   const Tensor wd = dense_weights(w);
   const Tensor bd = bias.defined() ? bias.contiguous() : Tensor();
   switch (backend) {
     case ConvBackend::kReference:
-      return conv_detail::reference_forward(x, wd, bd, p);
+      return conv_detail::reference_forward(x, wd, bd, p, relu);
     case ConvBackend::kIm2col:
-      return conv_detail::im2col_forward(x, wd, bd, p);
+      return conv_detail::im2col_forward(x, wd, bd, p, relu);
     case ConvBackend::kDirect:
-      return conv_detail::direct_forward(x, wd, bd, p, conv_detail::direct_isa());
+      return conv_detail::direct_forward(x, wd, bd, p, conv_detail::direct_isa(), conv_detail::DirectMode::kAuto, relu);
     case ConvBackend::kOneDnn:
-      return conv_detail::onednn_forward(x, wd, bd, p);
+      return conv_detail::onednn_forward(x, wd, bd, p, relu);
   }
   PEEL_FAIL("conv2d_forward: bad backend {}", static_cast<int>(backend));
 }

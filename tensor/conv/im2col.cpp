@@ -139,7 +139,7 @@ int64_t im2col_chunk_images(const ConvProblem& p) {
   return std::min(by_size, by_threads);
 }
 
-Tensor im2col_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const ConvProblem& p) {
+Tensor im2col_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const ConvProblem& p, bool relu) {
   const Tensor xl = x.channels_last();
   const Tensor wr = weights_ohwc(w, p);
   Tensor y = Tensor::empty_channels_last(p.y_shape());
@@ -160,6 +160,8 @@ Tensor im2col_forward(const Tensor& x, const Tensor& w, const Tensor& bias, cons
       a = buf;
     }
     gemm(false, true, rows, p.O, K, 1.f, a, K, wr.data(), K, bias.defined() ? 1.f : 0.f, out, p.O);
+    // The ReLU epilogue on the chunk while it is still in cache (OpenBLAS's GEMM has none).
+    if (relu) simd::kernels().unary(simd::UnaryOp::kRelu, rows * p.O, out, 1, out, 1, 0.f, 0.f);
   });
   return y;
 }

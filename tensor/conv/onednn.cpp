@@ -30,7 +30,11 @@ using dnnl::memory;
 using tag = dnnl::memory::format_tag;
 constexpr auto f32 = dnnl::memory::data_type::f32;
 
-enum class Direction { kForward, kForwardBias, kBackwardData, kBackwardWeights };
+// The forward comes with or without a bias and with or without the ReLU epilogue (a post-op).
+enum class Direction { kForward, kForwardBias, kForwardRelu, kForwardBiasRelu, kBackwardData, kBackwardWeights };
+bool is_forward(Direction d) { return d != Direction::kBackwardData && d != Direction::kBackwardWeights; }
+bool has_bias(Direction d) { return d == Direction::kForwardBias || d == Direction::kForwardBiasRelu; }
+bool has_relu(Direction d) { return d == Direction::kForwardRelu || d == Direction::kForwardBiasRelu; }
 
 dnnl::engine& cpu_engine() {
   static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
@@ -75,28 +79,33 @@ Descs descs_of(const ConvProblem& p) {
   return d;
 }
 
-dnnl::primitive_attr user_scratchpad() {
+dnnl::primitive_attr user_scratchpad(bool relu = false) {
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (relu) {
+    dnnl::post_ops ops;
+    ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    attr.set_post_ops(ops);
+  }
   return attr;
 }
 
-dnnl::convolution_forward::primitive_desc forward_pd(const ConvProblem& p, bool with_bias) {
+dnnl::convolution_forward::primitive_desc forward_pd(const ConvProblem& p, bool with_bias, bool relu = false) {
   const Descs d = descs_of(p);
   using F = dnnl::convolution_forward;
   const F::desc desc = with_bias ? F::desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
                                            d.src, d.weights_any, d.bias, d.dst, d.strides, d.dilates, d.pad_l, d.pad_r)
                                  : F::desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
                                            d.src, d.weights_any, d.dst, d.strides, d.dilates, d.pad_l, d.pad_r);
-  return F::primitive_desc(desc, user_scratchpad(), cpu_engine());
+  return F::primitive_desc(desc, user_scratchpad(relu), cpu_engine());
 }
 
 std::shared_ptr<const Cached> create(const ConvProblem& p, Direction dir) {
   const Descs d = descs_of(p);
   auto c = std::make_shared<Cached>();
   dnnl::engine& eng = cpu_engine();
-  if (dir == Direction::kForward || dir == Direction::kForwardBias) {
-    const auto pd = forward_pd(p, dir == Direction::kForwardBias);
+  if (is_forward(dir)) {
+    const auto pd = forward_pd(p, has_bias(dir), has_relu(dir));
     c->primitive = dnnl::convolution_forward(pd);
     c->weights = pd.weights_desc();
     c->scratchpad = pd.scratchpad_desc();
@@ -184,9 +193,10 @@ memory weights_for(const Cached& c, const Tensor& w, const ConvProblem& p, Tenso
 
 int64_t onednn_primitives_created() { return g_created.load(); }
 
-Tensor onednn_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const ConvProblem& p) {
-  const std::shared_ptr<const Cached> cached =
-      lookup(p, bias.defined() ? Direction::kForwardBias : Direction::kForward);
+Tensor onednn_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const ConvProblem& p, bool relu) {
+  const Direction dir = bias.defined() ? (relu ? Direction::kForwardBiasRelu : Direction::kForwardBias)
+                                       : (relu ? Direction::kForwardRelu : Direction::kForward);
+  const std::shared_ptr<const Cached> cached = lookup(p, dir);
   const Cached& c = *cached;
   const Descs d = descs_of(p);
   const Tensor xl = x.channels_last();

@@ -30,7 +30,7 @@ inline int64_t input_coord(int64_t o, int64_t k, int64_t stride, int64_t pad, in
 
 }  // namespace
 
-Tensor reference_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const ConvProblem& p) {
+Tensor reference_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const ConvProblem& p, bool relu) {
   const View4 X(x), Wt(w);
   const Conv2dGeometry& g = p.g;
   Tensor y = Tensor::empty_channels_last(p.y_shape());
@@ -50,7 +50,7 @@ Tensor reference_forward(const Tensor& x, const Tensor& w, const Tensor& bias, c
                 acc += static_cast<double>(X(n, c, ih, iw)) * Wt(o, c, kh, kw);
               }
             }
-          *element(y, n, o, oh, ow) = static_cast<float>(acc);
+          *element(y, n, o, oh, ow) = static_cast<float>(relu && acc < 0 ? 0.0 : acc);
         }
     }
   });

@@ -1,5 +1,5 @@
 // Every convolution backend against the double-precision reference: forward (with and without
-// bias), backward-data, backward-weights and the bias gradient, over shapes that exercise
+// bias, and with the ReLU epilogue), backward-data, backward-weights and the bias gradient, over shapes that exercise
 // stride 2, padding 0/1/2, dilation 2, odd sizes, 1x1 and 3x3 (and non-square) kernels, channel
 // counts that are not multiples of 16, and contiguous, channels-last and gapped input layouts.
 #include <gmock/gmock.h>
@@ -101,9 +101,11 @@ struct Backend {
   simd::Isa isa = simd::Isa::kBaseline;  // only for the direct backend
   conv_detail::DirectMode mode = conv_detail::DirectMode::kAuto;
 
-  Tensor forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dGeometry& g) const {
-    if (backend != ConvBackend::kDirect) return conv2d_forward(x, w, b, g, backend);
-    return conv_detail::direct_forward(x, w, b, conv_detail::make_problem(x.shape(), w.shape(), g), isa, mode);
+  Tensor forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dGeometry& g,
+                 ConvEpilogue epilogue = ConvEpilogue::kNone) const {
+    if (backend != ConvBackend::kDirect) return conv2d_forward(x, w, b, g, backend, epilogue);
+    return conv_detail::direct_forward(x, w, b, conv_detail::make_problem(x.shape(), w.shape(), g), isa, mode,
+                                       epilogue == ConvEpilogue::kRelu);
   }
   Tensor backward_data(const Tensor& gy, const Tensor& w, const Shape& xs, const Conv2dGeometry& g) const {
     if (backend != ConvBackend::kDirect) return conv2d_backward_data(gy, w, xs, g, backend);
@@ -145,6 +147,11 @@ TEST_P(ConvBackends, MatchReference) {
 
     const Tensor y_ref = conv2d_forward(x, w, Tensor(), c.g, ConvBackend::kReference);
     const Tensor yb_ref = conv2d_forward(x, w, b, c.g, ConvBackend::kReference);
+    // The ReLU epilogue is the ReLU of the result: the reference's own epilogue is held to it too.
+    const Tensor relu_ref = relu(yb_ref);
+    const Tensor relu_nobias_ref = relu(y_ref);
+    ASSERT_EQ(conv2d_forward(x, w, b, c.g, ConvBackend::kReference, ConvEpilogue::kRelu).to_vector(),
+              relu_ref.contiguous().to_vector());
     const Tensor dx_ref = conv2d_backward_data(gy, w, x.shape(), c.g, ConvBackend::kReference);
     const Tensor dw_ref = conv2d_backward_weight(gy, x, w.shape(), c.g, ConvBackend::kReference);
 
@@ -154,6 +161,12 @@ TEST_P(ConvBackends, MatchReference) {
       EXPECT_TRUE(y.is_channels_last());
       EXPECT_LT(relative_error(y, y_ref), kTolerance) << "forward";
       EXPECT_LT(relative_error(be.forward(x, w, b, c.g), yb_ref), kTolerance) << "forward with bias";
+      const Tensor y_relu = be.forward(x, w, b, c.g, ConvEpilogue::kRelu);
+      EXPECT_LT(relative_error(y_relu, relu_ref), kTolerance) << "forward with bias and ReLU";
+      const std::vector<float> relu_values = y_relu.to_vector();
+      EXPECT_EQ(*std::min_element(relu_values.begin(), relu_values.end()), 0.f) << "ReLU applied";
+      EXPECT_LT(relative_error(be.forward(x, w, Tensor(), c.g, ConvEpilogue::kRelu), relu_nobias_ref), kTolerance)
+          << "forward with ReLU, no bias";
       const Tensor dx = be.backward_data(gy, w, x.shape(), c.g);
       EXPECT_TRUE(dx.is_channels_last());
       EXPECT_LT(relative_error(dx, dx_ref), kTolerance) << "backward-data";
