@@ -6,6 +6,7 @@
 #pragma once
 
 #include "nn/layers.h"
+#include "tensor/kernels/norm_extra.h"
 
 namespace peel::nn {
 
@@ -30,6 +31,14 @@ Variable estimated_batch_norm(const Variable& x, const Variable& gamma, const Va
 // BCN's channel part (the official BCNorm after its batch part): group normalisation over G groups
 // without a per-channel affine, then one scale and shift per group: weight and bias of shape (1, G, 1).
 Variable group_affine_norm(const Variable& x, int64_t groups, const Variable& weight, const Variable& bias, float eps);
+
+// The whole BCN in one op: relu?(group_affine_norm(batch part(x))), the batch part with batch
+// statistics (kBatch; the running ones move with `momentum`) or with running_mean/running_var
+// (kRunning), its affine bn_gamma/bn_beta (C, or both undefined). Gradients flow to x and all four
+// parameters as through the three ops (tensor/kernels/norm_extra.h, batch_channel_norm_forward).
+Variable batch_channel_norm(const Variable& x, const Variable& bn_gamma, const Variable& bn_beta,
+                            const Variable& group_weight, const Variable& group_bias, Tensor& running_mean,
+                            Tensor& running_var, BcnStatistics statistics, float momentum, const BcnParameters& shape);
 
 // FRN: y = gamma x / sqrt(mean_{H,W} x^2 + |eps|) + beta per sample and channel, then TLU z =
 // max(y, tau) when tau is defined. gamma, beta, eps, tau: (C). eps may be a constant (no gradient).
@@ -78,7 +87,14 @@ class BatchChannelNorm : public ReluSite {
   float eps;
 
  protected:
+  // Both run batch_channel_norm, one op (with the ReLU in forward_fused; so a probe, which takes
+  // pre_activation and the ReLU apart, sees the same bits), unless the batch part synchronises its
+  // statistics over processes (the fused kernel takes no StatisticsSum): then the three ops.
   Variable pre_activation(const Variable& x) override;
+  Variable forward_fused(const Variable& x) override;
+
+ private:
+  Variable one_op(const Variable& x, bool with_relu);
 };
 
 // FRN, with TLU when `with_tlu`: parameters weight (gamma, ones), bias (beta, zeros), tau (zeros;

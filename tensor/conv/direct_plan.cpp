@@ -7,6 +7,7 @@
 #include <array>
 #include <map>
 #include <mutex>
+#include <tuple>
 
 #include "tensor/conv/direct_detail.h"
 #include "tensor/error.h"
@@ -107,7 +108,9 @@ ImagePlan plan_images(const DirectKernels& k, const std::vector<int64_t>& taps_p
   return best;
 }
 
-WgradPlan plan_wgrad(const DirectKernels& k, int64_t entries, int64_t blocks) {
+namespace {
+
+WgradPlan make_wgrad_plan(const DirectKernels& k, int64_t entries, int64_t blocks) {
   const int vpb = k.vectors_per_block;
   WgradPlan best;
   double best_cost = 1e300;
@@ -136,6 +139,24 @@ WgradPlan plan_wgrad(const DirectKernels& k, int64_t entries, int64_t blocks) {
         }
       }
   return best;
+}
+
+}  // namespace
+
+// The search above walks every register tile for every call; at micro-batches that was a few
+// percent of a training step (docs/normalization.md's profile), so each answer is kept.
+WgradPlan plan_wgrad(const DirectKernels& k, int64_t entries, int64_t blocks) {
+  static std::mutex mutex;
+  static std::map<std::tuple<const DirectKernels*, int64_t, int64_t>, WgradPlan> cache;
+  const auto key = std::make_tuple(&k, entries, blocks);
+  {
+    std::lock_guard lock(mutex);
+    if (auto it = cache.find(key); it != cache.end()) return it->second;
+  }
+  const WgradPlan plan = make_wgrad_plan(k, entries, blocks);
+  std::lock_guard lock(mutex);
+  cache.emplace(key, plan);
+  return plan;
 }
 
 bool use_images(DirectMode mode, const RowPlan& rows, const ImagePlan& images, int64_t N) {

@@ -50,6 +50,44 @@ Tensor row_norms(const Tensor& v);
 void estimated_batch_norm_update(const Tensor& x, Tensor& running_mean, Tensor& running_var, float moving_speed,
                                  const StatisticsSum& across = {});
 
+// ---- Batch-channel normalisation (Qiao et al.'s BCN), fused --------------------------------------
+// y = relu?(group_affine(bn(x))), one op in place of three: the batch part bn per channel, with its
+// own affine gamma_c, beta_c, normalises with the batch's statistics (kBatch: batch norm in
+// training, which also moves the running statistics as batch_norm_train_forward does) or with
+// given ones (kRunning: EstBN, whose update estimated_batch_norm_update does first, and eval mode);
+// then group norm over G groups of C/G channels with one affine (weight_g, bias_g) per group (each
+// part with its own eps inside the square root). The batch part's output z = a_c (x - mu_c) + beta_c is never stored:
+// the group statistics of z follow from per-(n, c) moments of x (Chan et al.'s combination), and
+// in the backward every sum either part needs follows from per-(n, c) sums of g' and g' (x - mu_c),
+// so the forward reads x twice and writes y once, and the backward reads (grad_y, x, y) twice and
+// writes dx once. Held to the three unfused kernels in tests/tensor/test_kernels_batch_channel_norm.cpp.
+enum class BcnStatistics { kBatch, kRunning };
+struct BcnParameters {
+  Tensor bn_gamma, bn_beta;         // (C) each, or undefined (no affine in the batch part)
+  Tensor group_weight, group_bias;  // (G) each
+  int64_t groups = 1;
+  float bn_eps = 1e-5f;  // the batch part's
+  float eps = 1e-5f;     // the group part's
+  bool relu = false;
+};
+struct BcnSaved {
+  Tensor sample_mean, sample_m2;     // (N, C): mean and sum of squared deviations of x per (n, c)
+  Tensor mean, inv_std;              // (C): the batch part's statistics (the batch's, or the running)
+  Tensor group_mean, group_inv_std;  // (N, G): the group part's statistics of z
+  bool batch_statistics = true;
+};
+// kBatch with running_mean/running_var defined updates them in place with `momentum` (PyTorch's
+// convention, unbiased variance); kRunning reads them. No StatisticsSum: synchronised batch norm
+// runs the unfused ops.
+Tensor batch_channel_norm_forward(const Tensor& x, const BcnParameters& params, Tensor& running_mean,
+                                  Tensor& running_var, BcnStatistics statistics, float momentum, BcnSaved& saved);
+struct BcnGrads {
+  Tensor x, bn_gamma, bn_beta, group_weight, group_bias;  // bn_* undefined without the batch part's affine
+};
+// y: the forward's output (read only with relu, for the mask).
+BcnGrads batch_channel_norm_backward(const Tensor& grad_y, const Tensor& x, const Tensor& y,
+                                     const BcnParameters& params, const BcnSaved& saved);
+
 // ---- Filter response normalisation + TLU (Singh & Krishnan) --------------------------------------
 // Per sample n and channel c over the S = H*W positions:
 //   nu2 = mean_s x^2,  y = gamma_c * x / sqrt(nu2 + |eps_c|) + beta_c,  z = max(y, tau_c).

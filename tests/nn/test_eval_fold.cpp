@@ -59,7 +59,9 @@ struct ModelCase {
   nn::Norm norm;
 };
 
-void PrintTo(const ModelCase& c, std::ostream* os) { *os << c.name << " width " << c.width << " " << nn::to_string(c.norm); }
+void PrintTo(const ModelCase& c, std::ostream* os) {
+  *os << c.name << " width " << c.width << " " << nn::to_string(c.norm);
+}
 
 class EvalFoldPerModel : public ::testing::TestWithParam<ModelCase> {};
 
@@ -74,25 +76,23 @@ TEST_P(EvalFoldPerModel, FoldedEvaluationMatchesTheLayersApplied) {
   const Tensor folded = forward_without_graph(*model, x, true);
   const Tensor unfolded = forward_without_graph(*model, x, false);
   EXPECT_LT(relative_error(folded, unfolded), 2e-5);
-  if (c.norm != nn::Norm::bn && c.norm != nn::Norm::none)  // nothing to fold: the very same arithmetic
+  if (c.norm != nn::Norm::bn && c.norm != nn::Norm::none) {  // nothing to fold: the very same arithmetic
     EXPECT_EQ(folded.to_vector(), unfolded.to_vector());
+  }
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, EvalFoldPerModel,
-                         ::testing::Values(ModelCase{"small_cnn", 1, nn::Norm::bn},
-                                           ModelCase{"vgg11", 0.125, nn::Norm::bn},
-                                           ModelCase{"resnet18", 0.25, nn::Norm::bn},
-                                           ModelCase{"vgg11_lpm", 0.0625, nn::Norm::bn},
-                                           ModelCase{"small_cnn", 1, nn::Norm::none},
-                                           ModelCase{"resnet18", 0.25, nn::Norm::none},
-                                           ModelCase{"small_cnn", 1, nn::Norm::gn_ws},
-                                           ModelCase{"resnet18", 0.25, nn::Norm::bcn_ws}),
-                         [](const ::testing::TestParamInfo<ModelCase>& info) {
-                           std::string norm = nn::to_string(info.param.norm);
-                           for (char& ch : norm)
-                             if (ch == '+') ch = '_';
-                           return std::string(info.param.name) + "_" + norm;
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Models, EvalFoldPerModel,
+    ::testing::Values(ModelCase{"small_cnn", 1, nn::Norm::bn}, ModelCase{"vgg11", 0.125, nn::Norm::bn},
+                      ModelCase{"resnet18", 0.25, nn::Norm::bn}, ModelCase{"vgg11_lpm", 0.0625, nn::Norm::bn},
+                      ModelCase{"small_cnn", 1, nn::Norm::none}, ModelCase{"resnet18", 0.25, nn::Norm::none},
+                      ModelCase{"small_cnn", 1, nn::Norm::gn_ws}, ModelCase{"resnet18", 0.25, nn::Norm::bcn_ws}),
+    [](const ::testing::TestParamInfo<ModelCase>& param_info) {
+      std::string norm = nn::to_string(param_info.param.norm);
+      for (char& ch : norm)
+        if (ch == '+') ch = '_';
+      return std::string(param_info.param.name) + "_" + norm;
+    });
 
 // A convolution (with or without bias) and a batch norm (with or without affine, with or without
 // its fused ReLU), folded, against the two layers.

@@ -83,6 +83,28 @@ TEST(NormGradcheck, BatchChannelNormWithBatchNormBatchPart) {
   }
 }
 
+TEST(NormGradcheck, FusedBatchChannelNormEveryMode) {
+  // The one-op BCN: batch statistics (the batch part's training mode) and given statistics (EstBN,
+  // eval), with and without its ReLU, channels in groups of 2 and of 1, 4-d and 2-d input.
+  for (BcnStatistics statistics : {BcnStatistics::kBatch, BcnStatistics::kRunning})
+    for (bool relu : {false, true})
+      for (int64_t groups : {2, 4})
+        for (const Shape& shape : {Shape{3, 4, 2, 3}, Shape{5, 4}}) {
+          SCOPED_TRACE(::testing::Message() << "batch statistics " << (statistics == BcnStatistics::kBatch) << " relu "
+                                            << relu << " groups " << groups << " shape " << to_string(shape));
+          EXPECT_GRADCHECK(
+              [&](const Vars& v) {
+                Tensor rm = rand_t({4}, 8), rv = rand_t({4}, 9, 0.5f, 2.f);
+                BcnParameters p;
+                p.groups = groups;
+                p.relu = relu;
+                return nn::batch_channel_norm(v[0], v[1], v[2], v[3], v[4], rm, rv, statistics, 0.1f, p);
+              },
+              rand_t(shape, 1), rand_t({4}, 2, 0.5f, 1.5f), rand_t({4}, 3), rand_t({1, groups, 1}, 4, 0.5f, 1.5f),
+              rand_t({1, groups, 1}, 5));
+        }
+}
+
 TEST(NormGradcheck, FilterResponseNormWithTluAndLearnedEps) {
   // tau well below y (no kink within reach of the finite differences) and near it (some inputs clipped).
   for (float tau_level : {-4.f, -0.3f}) {
