@@ -26,7 +26,9 @@ Variable conv2d(const Variable& x, const Variable& weight, const Variable& bias,
 Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& beta, Tensor& running_mean,
                     Tensor& running_var, bool training, float momentum, float eps, bool fuse_relu,
                     const StatisticsSum& across = {});
-Variable group_norm(const Variable& x, int64_t groups, const Variable& gamma, const Variable& beta, float eps);
+// Group norm over (C/G, H, W) per (n, group); `relu` applies ReLU in the same pass.
+Variable group_norm(const Variable& x, int64_t groups, const Variable& gamma, const Variable& beta, float eps,
+                    bool relu = false);
 
 Variable max_pool2d(const Variable& x, const Pool2dGeometry& geometry);
 Variable avg_pool2d(const Variable& x, const Pool2dGeometry& geometry);

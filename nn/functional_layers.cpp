@@ -82,13 +82,16 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
                      });
 }
 
-Variable group_norm(const Variable& x, int64_t groups, const Variable& gamma, const Variable& beta, float eps) {
+Variable group_norm(const Variable& x, int64_t groups, const Variable& gamma, const Variable& beta, float eps,
+                    bool relu) {
   const Tensor g = gamma.defined() ? gamma.value() : Tensor();
   GroupNormSaved saved;
-  Tensor y = group_norm_forward(x.value(), groups, g, beta.defined() ? beta.value() : Tensor(), eps, saved);
+  Tensor y = group_norm_forward(x.value(), groups, g, beta.defined() ? beta.value() : Tensor(), eps, saved, relu);
+  // The output is kept only for a fused ReLU's mask.
   return make_result(y, {x, gamma, beta}, "group_norm",
-                     [xv = x.value(), g, groups, saved](const Tensor& gy, const std::vector<bool>&) {
-                       BatchNormGrads d = group_norm_backward(gy, xv, groups, g, saved);
+                     [xv = x.value(), g, groups, saved, yv = relu ? y : Tensor(), relu](const Tensor& gy,
+                                                                                       const std::vector<bool>&) {
+                       BatchNormGrads d = group_norm_backward(gy, xv, groups, g, saved, yv, relu);
                        return Grads{d.x, d.gamma, d.beta};
                      });
 }

@@ -91,6 +91,7 @@ GroupNorm::GroupNorm(int64_t groups_, int64_t channels, float eps_, bool relu_)
 }
 
 Variable GroupNorm::pre_activation(const Variable& x) { return group_norm(x, groups, weight, bias, eps); }
+Variable GroupNorm::forward_fused(const Variable& x) { return group_norm(x, groups, weight, bias, eps, relu); }
 
 LayerNorm::LayerNorm(const Shape& normalized_shape, float eps_) : eps(eps_) {
   weight = register_parameter("weight", Tensor::ones(normalized_shape));

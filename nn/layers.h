@@ -94,7 +94,7 @@ class BatchNorm : public ActivationSite {
 using BatchNorm2d = BatchNorm;
 using BatchNorm1d = BatchNorm;
 
-// GroupNorm, followed by a ReLU when `relu` (as a separate op: group_norm has no fused form).
+// GroupNorm, followed by a ReLU when `relu` (in the same pass, unless a probe takes the two apart).
 class GroupNorm : public ReluSite {
  public:
   GroupNorm(int64_t groups, int64_t channels, float eps = 1e-5f, bool relu = false);
@@ -104,6 +104,7 @@ class GroupNorm : public ReluSite {
 
  protected:
   Variable pre_activation(const Variable& x) override;
+  Variable forward_fused(const Variable& x) override;
 };
 
 // PyTorch's LayerNorm(normalized_shape): normalises each sample over all its non-batch axes,

@@ -81,7 +81,7 @@ void per_sample_channel_sums(const ChannelLayout& L, double* out1, double* out2,
 }  // namespace
 
 Tensor group_norm_forward(const Tensor& x, int64_t groups, const Tensor& gamma, const Tensor& beta, float eps,
-                          GroupNormSaved& saved) {
+                          GroupNormSaved& saved, bool relu) {
   const char* op = "group_norm_forward";
   const ChannelLayout L = channel_layout(x, op);
   const int64_t N = L.N, C = L.C, S = L.S, G = groups;
@@ -146,20 +146,20 @@ Tensor group_norm_forward(const Tensor& x, int64_t groups, const Tensor& gamma, 
   float* yd = y.data();
   if (L.rows) {
     for_rows_by_sample(L, [&](int64_t n, int64_t r0, int64_t r1) {
-      rows_affine(xd + r0 * C, yd + r0 * C, r1 - r0, C, {center + n * C, a + n * C, b + n * C}, false);
+      rows_affine(xd + r0 * C, yd + r0 * C, r1 - r0, C, {center + n * C, a + n * C, b + n * C}, relu);
     });
   } else {
     parallel_for(N * C, std::max<int64_t>(1, kElementsPerTask / S), [&](int64_t p0, int64_t p1) {
-      for (int64_t p = p0; p < p1; ++p) plane_affine(xd + p * S, yd + p * S, S, center[p], a[p], b[p], false);
+      for (int64_t p = p0; p < p1; ++p) plane_affine(xd + p * S, yd + p * S, S, center[p], a[p], b[p], relu);
     });
   }
   return y;
 }
 
 BatchNormGrads group_norm_backward(const Tensor& grad_y, const Tensor& x, int64_t groups, const Tensor& gamma,
-                                   const GroupNormSaved& saved) {
+                                   const GroupNormSaved& saved, const Tensor& y, bool relu) {
   const char* op = "group_norm_backward";
-  const BackwardOperands o = backward_operands(grad_y, x, Tensor(), false, op);
+  const BackwardOperands o = backward_operands(grad_y, x, y, relu, op);
   const ChannelLayout& L = o.L;
   const int64_t N = L.N, C = L.C, S = L.S, G = groups;
   check_groups(L, groups, x, op);
@@ -183,6 +183,7 @@ BatchNormGrads group_norm_backward(const Tensor& grad_y, const Tensor& x, int64_
   if (L.numel() == 0) return grads;
   const float* gd = o.g.data();
   const float* xd = o.x.data();
+  const float* yd = relu ? o.y.data() : nullptr;
 
   // Per (n, c): sg = sum g, sgx = sum g * (x - mean of the group).
   Tensor hold_d, hold_f;
@@ -195,10 +196,10 @@ BatchNormGrads group_norm_backward(const Tensor& grad_y, const Tensor& x, int64_
       L, sg, sgx,
       [&](int64_t n, int64_t r0, int64_t rows, int64_t c0, int64_t c1, double* p1, double* p2) {
         const int64_t at = (n * S + r0) * C;
-        rows_grad_sums(gd + at, xd + at, nullptr, false, rows, C, c0, c1, center + n * C, p1, p2);
+        rows_grad_sums(gd + at, xd + at, relu ? yd + at : nullptr, relu, rows, C, c0, c1, center + n * C, p1, p2);
       },
       [&](int64_t p, double& a1, double& a2) {
-        plane_grad_sums(gd + p * S, xd + p * S, nullptr, false, S, center[p], a1, a2);
+        plane_grad_sums(gd + p * S, xd + p * S, relu ? yd + p * S : nullptr, relu, S, center[p], a1, a2);
       });
 
   // Per (n, g), with g' = gamma * g and xhat = (x - mean) * inv_std over D = Cg * S values:
@@ -230,13 +231,14 @@ BatchNormGrads group_norm_backward(const Tensor& grad_y, const Tensor& x, int64_
   if (L.rows) {
     for_rows_by_sample(L, [&](int64_t n, int64_t r0, int64_t r1) {
       const int64_t off = n * C;
-      rows_input_grad(gd + r0 * C, xd + r0 * C, nullptr, false, dx + r0 * C, r1 - r0, C,
+      rows_input_grad(gd + r0 * C, xd + r0 * C, relu ? yd + r0 * C : nullptr, relu, dx + r0 * C, r1 - r0, C,
                       {A + off, B + off, ctr + off, K + off});
     });
   } else {
     parallel_for(N * C, std::max<int64_t>(1, kElementsPerTask / S), [&](int64_t p0, int64_t p1) {
       for (int64_t p = p0; p < p1; ++p)
-        plane_input_grad(gd + p * S, xd + p * S, nullptr, false, dx + p * S, S, A[p], B[p], ctr[p], K[p]);
+        plane_input_grad(gd + p * S, xd + p * S, relu ? yd + p * S : nullptr, relu, dx + p * S, S, A[p], B[p], ctr[p],
+                         K[p]);
     });
   }
   if (gamma.defined()) {

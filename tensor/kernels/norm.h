@@ -62,12 +62,14 @@ BatchNormGrads batch_norm_eval_backward(const Tensor& grad_y, const Tensor& x, c
 // GroupNorm over (C/G, H, W) per (n, group); LayerNorm is GroupNorm's G = 1 case over (C,H,W),
 // or the last axis of an (N, D) input. gamma/beta are per channel and may be undefined. Biased
 // variance, eps inside the square root; the backward's gamma/beta gradients are defined when gamma is.
+// With `relu` the output is relu(gn(x)) in the same pass, and the backward masks grad_y where the
+// forward's y <= 0 (as batch norm's fused ReLU; y is read only then).
 struct GroupNormSaved {
   Tensor mean, inv_std;  // (N, G)
 };
 Tensor group_norm_forward(const Tensor& x, int64_t groups, const Tensor& gamma, const Tensor& beta, float eps,
-                          GroupNormSaved& saved);
+                          GroupNormSaved& saved, bool relu = false);
 BatchNormGrads group_norm_backward(const Tensor& grad_y, const Tensor& x, int64_t groups, const Tensor& gamma,
-                                   const GroupNormSaved& saved);
+                                   const GroupNormSaved& saved, const Tensor& y = Tensor(), bool relu = false);
 
 }  // namespace peel

@@ -82,6 +82,8 @@ TEST(NnGradcheck, GroupNormAndLayerNorm) {
   for (int64_t groups : {1, 2, 4}) {
     EXPECT_GRADCHECK([groups](const Vars& v) { return nn::group_norm(v[0], groups, v[1], v[2], 1e-5f); },
                      rand_t({2, 4, 3, 3}, 1), rand_t({4}, 2, 0.5f, 1.5f), rand_t({4}, 3));
+    EXPECT_GRADCHECK([groups](const Vars& v) { return nn::group_norm(v[0], groups, v[1], v[2], 1e-5f, true); },
+                     rand_t({2, 4, 3, 3}, 1), rand_t({4}, 2, 0.5f, 1.5f), rand_t({4}, 3));  // the fused ReLU
   }
 }
 

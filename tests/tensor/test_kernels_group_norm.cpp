@@ -146,6 +146,41 @@ TEST(GroupNorm, BackwardMatchesReference) {
   }
 }
 
+TEST(GroupNorm, FusedReluIsTheReluOfTheNormAndMasksItsGradient) {
+  Generator gen(14);
+  for (const GroupCase& gc : kGroupCases) {
+    const NormDims d = norm_dims(gc.shape);
+    const Tensor x = random_tensor(gc.shape, gen, 0.3f, 1.5f), gy = random_tensor(gc.shape, gen);
+    const Tensor gamma = random_tensor({d.C}, gen), beta = random_tensor({d.C}, gen);
+    for (Layout l : kLayouts) {
+      const std::string what = "group_norm relu " + to_string(gc.shape) + " G=" + std::to_string(gc.groups) + " " +
+                               layout_name(l);
+      const Tensor xl = in_layout(x, l), gyl = in_layout(gy, l);
+      GroupNormSaved plain_saved, relu_saved;
+      const Tensor y = group_norm_forward(xl, gc.groups, gamma, beta, 1e-5f, plain_saved);
+      const Tensor y_relu = group_norm_forward(xl, gc.groups, gamma, beta, 1e-5f, relu_saved, true);
+      const std::vector<float> plain = y.to_vector(), fused = y_relu.to_vector();
+      std::vector<float> masked = gy.to_vector();
+      size_t zeros = 0;
+      for (size_t i = 0; i < plain.size(); ++i) {
+        EXPECT_EQ(fused[i], plain[i] > 0.f ? plain[i] : 0.f) << what << " element " << i;
+        if (plain[i] <= 0.f) {
+          masked[i] = 0.f;
+          ++zeros;
+        }
+      }
+      EXPECT_GT(zeros, 0u) << what << ": the ReLU should cut something";
+      // The backward with the fused ReLU is the plain backward of the masked gradient.
+      const Tensor gy_masked = in_layout(Tensor::from_vector(masked, gc.shape), l);
+      const BatchNormGrads want = group_norm_backward(gy_masked, xl, gc.groups, gamma, plain_saved);
+      const BatchNormGrads got = group_norm_backward(gyl, xl, gc.groups, gamma, relu_saved, y_relu, true);
+      expect_close(got.x, to_double(want.x), 1e-6, 1e-6, what + " dx");
+      expect_close(got.gamma, to_double(want.gamma), 1e-6, 1e-6, what + " dgamma");
+      expect_close(got.beta, to_double(want.beta), 1e-6, 1e-6, what + " dbeta");
+    }
+  }
+}
+
 TEST(GroupNorm, LargeMeanDoesNotCancel) {
   Generator gen(61);
   const Shape shape{3, 8, 9, 10};
