@@ -153,8 +153,8 @@ TEST(GroupNorm, FusedReluIsTheReluOfTheNormAndMasksItsGradient) {
     const Tensor x = random_tensor(gc.shape, gen, 0.3f, 1.5f), gy = random_tensor(gc.shape, gen);
     const Tensor gamma = random_tensor({d.C}, gen), beta = random_tensor({d.C}, gen);
     for (Layout l : kLayouts) {
-      const std::string what = "group_norm relu " + to_string(gc.shape) + " G=" + std::to_string(gc.groups) + " " +
-                               layout_name(l);
+      const std::string what =
+          "group_norm relu " + to_string(gc.shape) + " G=" + std::to_string(gc.groups) + " " + layout_name(l);
       const Tensor xl = in_layout(x, l), gyl = in_layout(gy, l);
       GroupNormSaved plain_saved, relu_saved;
       const Tensor y = group_norm_forward(xl, gc.groups, gamma, beta, 1e-5f, plain_saved);
