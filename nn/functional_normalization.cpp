@@ -65,19 +65,21 @@ Variable group_affine_norm(const Variable& x, int64_t groups, const Variable& we
 // the two eps and relu; its tensors are ignored (the Variables' values are used).
 Variable batch_channel_norm(const Variable& x, const Variable& bn_gamma, const Variable& bn_beta,
                             const Variable& group_weight, const Variable& group_bias, Tensor& running_mean,
-                            Tensor& running_var, BcnStatistics statistics, float momentum, const BcnParameters& shape) {
+                            Tensor& running_var, BcnStatistics statistics, float momentum, const BcnParameters& shape,
+                            const StatisticsSum& across) {
   BcnParameters p = shape;
   p.bn_gamma = bn_gamma.defined() ? bn_gamma.value() : Tensor();
   p.bn_beta = bn_beta.defined() ? bn_beta.value() : Tensor();
   p.group_weight = group_weight.value();
   p.group_bias = group_bias.value();
   BcnSaved saved;
-  Tensor y = batch_channel_norm_forward(x.value(), p, running_mean, running_var, statistics, momentum, saved);
-  return make_result(y, {x, bn_gamma, bn_beta, group_weight, group_bias}, "batch_channel_norm",
-                     [xv = x.value(), yv = p.relu ? y : Tensor(), p, saved](const Tensor& g, const std::vector<bool>&) {
-                       BcnGrads d = batch_channel_norm_backward(g, xv, yv, p, saved);
-                       return Grads{d.x, d.bn_gamma, d.bn_beta, d.group_weight, d.group_bias};
-                     });
+  Tensor y = batch_channel_norm_forward(x.value(), p, running_mean, running_var, statistics, momentum, saved, across);
+  return make_result(
+      y, {x, bn_gamma, bn_beta, group_weight, group_bias}, "batch_channel_norm",
+      [xv = x.value(), yv = p.relu ? y : Tensor(), p, saved, across](const Tensor& g, const std::vector<bool>&) {
+        BcnGrads d = batch_channel_norm_backward(g, xv, yv, p, saved, across);
+        return Grads{d.x, d.bn_gamma, d.bn_beta, d.group_weight, d.group_bias};
+      });
 }
 
 // x: (N,C,H,W) or (N,C); gamma, beta, eps, tau: (C), tau optional.

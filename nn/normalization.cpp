@@ -45,15 +45,9 @@ BatchChannelNorm::BatchChannelNorm(int64_t channels, int64_t groups_, BcnBatchPa
     bn = register_module("bn", std::make_shared<EstimatedBatchNorm>(channels, moving_speed));
 }
 
-Variable BatchChannelNorm::pre_activation(const Variable& x) {
-  if (bn->sync_statistics) return group_affine_norm(bn->forward(x), groups, weight, bias, eps);
-  return one_op(x, false);
-}
+Variable BatchChannelNorm::pre_activation(const Variable& x) { return one_op(x, false); }
 
-Variable BatchChannelNorm::forward_fused(const Variable& x) {
-  if (bn->sync_statistics) return activate(pre_activation(x));
-  return one_op(x, relu);
-}
+Variable BatchChannelNorm::forward_fused(const Variable& x) { return one_op(x, relu); }
 
 Variable BatchChannelNorm::one_op(const Variable& x, bool with_relu) {
   check_channels(x, bn->running_mean.numel(), "BatchChannelNorm");
@@ -61,7 +55,8 @@ Variable BatchChannelNorm::one_op(const Variable& x, bool with_relu) {
   auto* estimated = dynamic_cast<EstimatedBatchNorm*>(bn.get());
   // EstBN first moves its estimates (no gradient), then normalises with them, in training as in eval.
   if (estimated != nullptr && training)
-    estimated_batch_norm_update(x.value(), bn->running_mean, bn->running_var, estimated->moving_speed());
+    estimated_batch_norm_update(x.value(), bn->running_mean, bn->running_var, estimated->moving_speed(),
+                                bn->sync_statistics);
   const BcnStatistics statistics = training && estimated == nullptr ? BcnStatistics::kBatch : BcnStatistics::kRunning;
   BcnParameters shape;
   shape.groups = groups;
@@ -69,7 +64,7 @@ Variable BatchChannelNorm::one_op(const Variable& x, bool with_relu) {
   shape.eps = eps;
   shape.relu = with_relu;
   return batch_channel_norm(x, bn->weight, bn->bias, weight, bias, bn->running_mean, bn->running_var, statistics,
-                            bn->momentum, shape);
+                            bn->momentum, shape, bn->sync_statistics);
 }
 
 FilterResponseNorm::FilterResponseNorm(int64_t channels, bool with_tlu, float eps_, bool learnable_eps) {

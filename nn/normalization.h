@@ -36,9 +36,11 @@ Variable group_affine_norm(const Variable& x, int64_t groups, const Variable& we
 // statistics (kBatch; the running ones move with `momentum`) or with running_mean/running_var
 // (kRunning), its affine bn_gamma/bn_beta (C, or both undefined). Gradients flow to x and all four
 // parameters as through the three ops (tensor/kernels/norm_extra.h, batch_channel_norm_forward).
+// `across`: kBatch's statistics over a batch split over processes (sync batch norm).
 Variable batch_channel_norm(const Variable& x, const Variable& bn_gamma, const Variable& bn_beta,
                             const Variable& group_weight, const Variable& group_bias, Tensor& running_mean,
-                            Tensor& running_var, BcnStatistics statistics, float momentum, const BcnParameters& shape);
+                            Tensor& running_var, BcnStatistics statistics, float momentum, const BcnParameters& shape,
+                            const StatisticsSum& across = {});
 
 // FRN: y = gamma x / sqrt(mean_{H,W} x^2 + |eps|) + beta per sample and channel, then TLU z =
 // max(y, tau) when tau is defined. gamma, beta, eps, tau: (C). eps may be a constant (no gradient).
@@ -87,9 +89,9 @@ class BatchChannelNorm : public ReluSite {
   float eps;
 
  protected:
-  // Both run batch_channel_norm, one op (with the ReLU in forward_fused; so a probe, which takes
-  // pre_activation and the ReLU apart, sees the same bits), unless the batch part synchronises its
-  // statistics over processes (the fused kernel takes no StatisticsSum): then the three ops.
+  // Both run batch_channel_norm, one op, with the ReLU in forward_fused (so a probe, which takes
+  // pre_activation and the ReLU apart, sees the same bits); with --sync-bn its batch statistics
+  // (or EstBN's update) are the whole batch's.
   Variable pre_activation(const Variable& x) override;
   Variable forward_fused(const Variable& x) override;
 

@@ -94,14 +94,14 @@ void plane_bcn_input_grad(const float* __restrict g, const float* __restrict x, 
 }  // namespace
 
 Tensor batch_channel_norm_forward(const Tensor& x, const BcnParameters& params, Tensor& running_mean,
-                                  Tensor& running_var, BcnStatistics statistics, float momentum, BcnSaved& saved) {
+                                  Tensor& running_var, BcnStatistics statistics, float momentum, BcnSaved& saved,
+                                  const StatisticsSum& across) {
   const char* op = "batch_channel_norm_forward";
   const ChannelLayout L = shared::channel_layout(x, op);
   check_parameters(params, L, x, op);
   const int64_t N = L.N, C = L.C, S = L.S, G = params.groups, Cg = C / G;
   const bool batch = statistics == BcnStatistics::kBatch;
-  PEEL_CHECK(N * S > (batch ? 1 : 0), "{}: expected more than {} value per channel, got input shape {}", op,
-             batch ? 1 : 0, to_string(x.shape()));
+  PEEL_CHECK(N * S > 0, "{}: input of shape {} has no values per channel", op, to_string(x.shape()));
   PEEL_CHECK(running_mean.defined() == running_var.defined(),
              "{}: running_mean and running_var must both be defined or both undefined", op);
   PEEL_CHECK(batch || running_mean.defined(),
@@ -138,33 +138,45 @@ Tensor batch_channel_norm_forward(const Tensor& x, const BcnParameters& params, 
     saved.sample_m2.data()[i] = static_cast<float>(sample_m2[i]);
   }
 
-  // The batch part's statistics: the batch's (then the running estimates move), or the given ones.
+  // The batch part's statistics: the batch's (over every shard's with `across`; then the running
+  // estimates move), or the given ones.
   saved.mean = Tensor::empty({C});
   saved.inv_std = Tensor::empty({C});
   saved.batch_statistics = batch;
-  for (int64_t c = 0; c < C; ++c) {
-    double mu = 0, var = 0;
-    if (batch) {
-      for (int64_t n = 0; n < N; ++n) mu += sample_mean[n * C + c];
-      mu /= N;
-      double m2 = 0;
+  saved.count = N * S;
+  std::vector<double> mu(C, 0.0), var(C, 0.0);
+  if (batch) {
+    std::vector<double> m2(C, 0.0);
+    for (int64_t c = 0; c < C; ++c) {
+      for (int64_t n = 0; n < N; ++n) mu[c] += sample_mean[n * C + c];
+      mu[c] /= N;
       for (int64_t n = 0; n < N; ++n) {
-        const double d = sample_mean[n * C + c] - mu;
-        m2 += sample_m2[n * C + c] + S * d * d;
+        const double d = sample_mean[n * C + c] - mu[c];
+        m2[c] += sample_m2[n * C + c] + S * d * d;
       }
-      var = m2 / (N * S);
+    }
+    if (across) saved.count = shared::combine_shard_moments(across, N * S, C, mu.data(), m2.data());
+    const int64_t M = saved.count;
+    PEEL_CHECK(M > 1, "{}: expected more than 1 value per channel when training, got input shape {}", op,
+               to_string(x.shape()));
+    for (int64_t c = 0; c < C; ++c) {
+      var[c] = m2[c] / M;
       if (running_mean.defined()) {
         float& rm = running_mean.data()[c * running_mean.stride(0)];
         float& rv = running_var.data()[c * running_var.stride(0)];
-        rm = static_cast<float>((1 - momentum) * rm + momentum * mu);
-        rv = static_cast<float>((1 - momentum) * rv + momentum * (m2 / (N * S - 1)));
+        rm = static_cast<float>((1 - momentum) * rm + momentum * mu[c]);
+        rv = static_cast<float>((1 - momentum) * rv + momentum * (m2[c] / (M - 1)));
       }
-    } else {
-      mu = shared::value_at(running_mean, c);
-      var = shared::value_at(running_var, c);
     }
-    saved.mean.data()[c] = static_cast<float>(mu);
-    saved.inv_std.data()[c] = static_cast<float>(1.0 / std::sqrt(var + params.bn_eps));
+  } else {
+    for (int64_t c = 0; c < C; ++c) {
+      mu[c] = shared::value_at(running_mean, c);
+      var[c] = shared::value_at(running_var, c);
+    }
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    saved.mean.data()[c] = static_cast<float>(mu[c]);
+    saved.inv_std.data()[c] = static_cast<float>(1.0 / std::sqrt(var[c] + params.bn_eps));
   }
   const BatchPart bp = batch_part_of(params, saved.mean, saved.inv_std);
 
@@ -212,7 +224,7 @@ Tensor batch_channel_norm_forward(const Tensor& x, const BcnParameters& params, 
 }
 
 BcnGrads batch_channel_norm_backward(const Tensor& grad_y, const Tensor& x, const Tensor& y,
-                                     const BcnParameters& params, const BcnSaved& saved) {
+                                     const BcnParameters& params, const BcnSaved& saved, const StatisticsSum& across) {
   const char* op = "batch_channel_norm_backward";
   const shared::BackwardOperands o = shared::backward_operands(grad_y, x, y, params.relu, op);
   const ChannelLayout& L = o.L;
@@ -292,9 +304,12 @@ BcnGrads batch_channel_norm_backward(const Tensor& grad_y, const Tensor& x, cons
     grads.bn_gamma = Tensor::empty({C});
     grads.bn_beta = Tensor::empty({C});
   }
-  const double M = static_cast<double>(N * S);
+  // This shard's sums of dz and dz (x - mu_c) per channel; the input gradient takes the whole
+  // batch's (all shards' with `across`), the affine gradients this shard's.
+  std::vector<double> sums(2 * C, 0.0);
   for (int64_t c = 0; c < C; ++c) {
-    double sum_dz = 0, sum_dzx = 0;
+    double& sum_dz = sums[c];
+    double& sum_dzx = sums[C + c];
     for (int64_t n = 0; n < N; ++n) {
       // dz = P g' + Q (x - centre) + R, and x - centre = (x - mu_c) - k with k = centre - mu_c.
       const int64_t i = n * C + c;
@@ -304,9 +319,15 @@ BcnGrads batch_channel_norm_backward(const Tensor& grad_y, const Tensor& x, cons
       sum_dz += P[i] * sg[i] + Q[i] * S * (d - k) + R[i] * S;
       sum_dzx += P[i] * sgx[i] + Q[i] * (q - k * S * d) + R[i] * S * d;
     }
+  }
+  std::vector<double> whole = sums;
+  if (across && saved.batch_statistics) across(whole.data(), 2 * C);
+  const double M = static_cast<double>(saved.batch_statistics ? saved.count : N * S);
+  for (int64_t c = 0; c < C; ++c) {
+    const double sum_dz = sums[c], sum_dzx = sums[C + c];
     const double a = bp.a[c], r = bp.inv_std[c];
-    const double u = saved.batch_statistics ? sum_dz / M : 0.0;
-    const double v = saved.batch_statistics ? r * r * sum_dzx / M : 0.0;
+    const double u = saved.batch_statistics ? whole[c] / M : 0.0;
+    const double v = saved.batch_statistics ? r * r * whole[C + c] / M : 0.0;
     for (int64_t n = 0; n < N; ++n) {
       const int64_t i = n * C + c;
       A[i] = static_cast<float>(a * P[i]);

@@ -75,24 +75,6 @@ void batch_moments(const float* x, const ChannelLayout& L, double* mean, double*
   }
 }
 
-// Turns this shard's per-channel mean and m2 (over local_M values) into the whole batch's, and
-// returns the batch's count: the mean from the sums of count * mean, then m2 by Chan et al.'s
-// combination, sum of (m2_r + M_r (mean_r - mean)^2), which loses nothing to cancellation.
-int64_t combine_shard_moments(const StatisticsSum& across, int64_t local_M, int64_t C, double* mean, double* m2) {
-  std::vector<double> sums(static_cast<size_t>(C + 1));
-  for (int64_t c = 0; c < C; ++c) sums[c] = static_cast<double>(local_M) * mean[c];
-  sums[C] = static_cast<double>(local_M);
-  across(sums.data(), C + 1);
-  const double M = sums[C];
-  for (int64_t c = 0; c < C; ++c) {
-    const double d = mean[c] - sums[c] / M;
-    m2[c] += static_cast<double>(local_M) * d * d;
-    mean[c] = sums[c] / M;
-  }
-  across(m2, C);
-  return static_cast<int64_t>(M);
-}
-
 // Per-channel sg = sum g' and sgx = sum g' * (x - center), g' masked by y when `mask`.
 void batch_grad_sums(const float* g, const float* x, const float* y, bool mask, const ChannelLayout& L,
                      const double* center, double* sg, double* sgx) {

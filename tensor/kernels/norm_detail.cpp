@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "tensor/error.h"
 #include "tensor/simd/vector.h"
@@ -323,6 +324,24 @@ void plane_input_grad(const float* g, const float* x, const float* y, bool mask,
                       float center, float K) {
   if (mask) return plane_input_grad_impl<true>(g, x, y, dx, S, A, B, center, K);
   plane_input_grad_impl<false>(g, x, y, dx, S, A, B, center, K);
+}
+
+// Turns this shard's per-channel mean and m2 (over local_M values) into the whole batch's, and
+// returns the batch's count: the mean from the sums of count * mean, then m2 by Chan et al.'s
+// combination, sum of (m2_r + M_r (mean_r - mean)^2), which loses nothing to cancellation.
+int64_t combine_shard_moments(const StatisticsSum& across, int64_t local_M, int64_t C, double* mean, double* m2) {
+  std::vector<double> sums(static_cast<size_t>(C + 1));
+  for (int64_t c = 0; c < C; ++c) sums[c] = static_cast<double>(local_M) * mean[c];
+  sums[C] = static_cast<double>(local_M);
+  across(sums.data(), C + 1);
+  const double M = sums[C];
+  for (int64_t c = 0; c < C; ++c) {
+    const double d = mean[c] - sums[c] / M;
+    m2[c] += static_cast<double>(local_M) * d * d;
+    mean[c] = sums[c] / M;
+  }
+  across(m2, C);
+  return static_cast<int64_t>(M);
 }
 
 }  // namespace peel::kernels_detail

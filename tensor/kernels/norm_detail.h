@@ -18,6 +18,7 @@
 
 #include <cstdint>
 
+#include "tensor/kernels/norm.h"
 #include "tensor/tensor.h"
 
 namespace peel::kernels_detail {
@@ -91,5 +92,9 @@ void rows_input_grad(const float* g, const float* x, const float* y, bool mask, 
                      const BackwardCoefficients& k);
 void plane_input_grad(const float* g, const float* x, const float* y, bool mask, float* dx, int64_t S, float A, float B,
                       float center, float K);
+
+// Synchronised statistics: turns this shard's per-channel mean and m2 (sum of squared deviations,
+// over local_M values) into the whole batch's, in place, and returns the batch's count.
+int64_t combine_shard_moments(const StatisticsSum& across, int64_t local_M, int64_t C, double* mean, double* m2);
 
 }  // namespace peel::kernels_detail

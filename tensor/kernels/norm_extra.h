@@ -75,18 +75,24 @@ struct BcnSaved {
   Tensor mean, inv_std;              // (C): the batch part's statistics (the batch's, or the running)
   Tensor group_mean, group_inv_std;  // (N, G): the group part's statistics of z
   bool batch_statistics = true;
+  int64_t count = 0;  // values per channel the batch statistics cover (all shards' with a StatisticsSum)
 };
 // kBatch with running_mean/running_var defined updates them in place with `momentum` (PyTorch's
-// convention, unbiased variance); kRunning reads them. No StatisticsSum: synchronised batch norm
-// runs the unfused ops.
+// convention, unbiased variance); kRunning reads them. With `across` (synchronised batch norm,
+// norm.h) kBatch's statistics, and the per-channel sums its input gradient needs, are the whole
+// batch's, as in batch_norm_train_forward; the group part is per sample and needs nothing from the
+// other shards, nor does kRunning (EstBN synchronises its update, estimated_batch_norm_update).
 Tensor batch_channel_norm_forward(const Tensor& x, const BcnParameters& params, Tensor& running_mean,
-                                  Tensor& running_var, BcnStatistics statistics, float momentum, BcnSaved& saved);
+                                  Tensor& running_var, BcnStatistics statistics, float momentum, BcnSaved& saved,
+                                  const StatisticsSum& across = {});
 struct BcnGrads {
   Tensor x, bn_gamma, bn_beta, group_weight, group_bias;  // bn_* undefined without the batch part's affine
 };
-// y: the forward's output (read only with relu, for the mask).
+// y: the forward's output (read only with relu, for the mask); `across`: the forward's. The
+// parameter gradients stay this shard's (the gradient sum over ranks adds them up).
 BcnGrads batch_channel_norm_backward(const Tensor& grad_y, const Tensor& x, const Tensor& y,
-                                     const BcnParameters& params, const BcnSaved& saved);
+                                     const BcnParameters& params, const BcnSaved& saved,
+                                     const StatisticsSum& across = {});
 
 // ---- Filter response normalisation + TLU (Singh & Krishnan) --------------------------------------
 // Per sample n and channel c over the S = H*W positions:

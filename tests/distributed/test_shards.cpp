@@ -13,6 +13,7 @@
 #include "datasets/synthetic.h"
 #include "experiments/distributed/data_parallel.h"
 #include "tensor/kernels/norm.h"
+#include "tensor/kernels/norm_extra.h"
 #include "tensor/random.h"
 
 namespace peel {
@@ -121,6 +122,61 @@ TEST(SyncBatchNorm, ShardsComputeTheWholeBatchsForwardAndBackward) {
       EXPECT_THAT(floats(dgamma_sum), testing::Pointwise(testing::FloatNear(1e-4f), floats(g.gamma)));
       EXPECT_THAT(floats(dbeta_sum), testing::Pointwise(testing::FloatNear(1e-4f), floats(g.beta)));
     }
+}
+
+TEST(SyncBatchNorm, ShardsComputeTheWholeBatchsFusedBatchChannelNorm) {
+  for (const bool channels_last : {false, true}) {
+    Generator gen(32);
+    const int64_t N = 7, C = 8, H = 3, W = 4, G = 4, split = 4;
+    Tensor x = normal({N, C, H, W}, 0.5f, 2.f, gen), gy = normal({N, C, H, W}, 0.f, 1.f, gen);
+    if (channels_last) x = x.channels_last();
+    BcnParameters p;
+    p.bn_gamma = normal({C}, 1.f, 0.3f, gen);
+    p.bn_beta = normal({C}, 0.f, 0.3f, gen);
+    p.group_weight = normal({1, G, 1}, 1.f, 0.3f, gen);
+    p.group_bias = normal({1, G, 1}, 0.f, 0.3f, gen);
+    p.groups = G;
+    p.relu = true;
+    Tensor whole_mean = Tensor::zeros({C}), whole_var = Tensor::ones({C});
+    BcnSaved saved;
+    const Tensor y = batch_channel_norm_forward(x, p, whole_mean, whole_var, BcnStatistics::kBatch, 0.1f, saved);
+    const BcnGrads g = batch_channel_norm_backward(gy, x, y, p, saved);
+
+    TwoWaySum sum;
+    Tensor y_part[2], dx_part[2], dgamma[2], dweight[2], mean[2], var[2];
+    auto shard = [&](int r) {
+      const int64_t b = r == 0 ? 0 : split, e = r == 0 ? split : N;
+      const Tensor xs = channels_last ? x.slice(0, b, e).channels_last() : x.slice(0, b, e).contiguous();
+      const Tensor gys = gy.slice(0, b, e).contiguous();
+      mean[r] = Tensor::zeros({C});
+      var[r] = Tensor::ones({C});
+      BcnSaved s;
+      const StatisticsSum across = sum.of(r);
+      y_part[r] = batch_channel_norm_forward(xs, p, mean[r], var[r], BcnStatistics::kBatch, 0.1f, s, across);
+      const BcnGrads d = batch_channel_norm_backward(gys, xs, y_part[r], p, s, across);
+      dx_part[r] = d.x;
+      dgamma[r] = d.bn_gamma;
+      dweight[r] = d.group_weight;
+    };
+    std::thread other(shard, 1);
+    shard(0);
+    other.join();
+
+    for (int r = 0; r < 2; ++r) {
+      const int64_t b = r == 0 ? 0 : split, e = r == 0 ? split : N;
+      EXPECT_THAT(floats(y_part[r].contiguous()),
+                  testing::Pointwise(testing::FloatNear(1e-5f), floats(y.slice(0, b, e).contiguous())));
+      EXPECT_THAT(floats(dx_part[r].contiguous()),
+                  testing::Pointwise(testing::FloatNear(1e-5f), floats(g.x.slice(0, b, e).contiguous())));
+      EXPECT_THAT(floats(mean[r]), testing::Pointwise(testing::FloatNear(1e-6f), floats(whole_mean)));
+      EXPECT_THAT(floats(var[r]), testing::Pointwise(testing::FloatNear(1e-5f), floats(whole_var)));
+    }
+    // The parameter gradients stay each shard's; their sums are the batch's.
+    EXPECT_THAT(floats(dgamma[0].clone().add_(dgamma[1])),
+                testing::Pointwise(testing::FloatNear(1e-4f), floats(g.bn_gamma)));
+    EXPECT_THAT(floats(dweight[0].clone().add_(dweight[1])),
+                testing::Pointwise(testing::FloatNear(1e-4f), floats(g.group_weight)));
+  }
 }
 
 TEST(LossShare, SharesWeightTheShardsMeanLossesIntoTheBatchs) {
