@@ -7,6 +7,7 @@
 #include <barrier>
 #include <cstring>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "datasets/loader.h"
@@ -75,6 +76,46 @@ class TwoWaySum {
   std::vector<double> slots_[2];
 };
 
+// Runs shard(0) here and shard(1) on a second thread: two ranks at once.
+template <class Shard>
+void run_two_ranks(Shard&& shard) {
+  std::thread other(shard, 1);
+  shard(0);
+  other.join();
+}
+
+// The images [begin, end) of rank r when a batch of N is split at `split`.
+std::pair<int64_t, int64_t> shard_rows(int r, int64_t split, int64_t N) {
+  return r == 0 ? std::pair<int64_t, int64_t>{0, split} : std::pair<int64_t, int64_t>{split, N};
+}
+
+// Rank r's rows of the input (in the batch's layout) and of grad_y.
+std::pair<Tensor, Tensor> rows_of_rank(const Tensor& x, const Tensor& gy, int r, int64_t split, bool channels_last) {
+  const auto [b, e] = shard_rows(r, split, x.size(0));
+  const Tensor xs = x.slice(0, b, e);
+  return {channels_last ? xs.channels_last() : xs.contiguous(), gy.slice(0, b, e).contiguous()};
+}
+
+// What a synchronised norm computes: the output and input gradient of its rows of the batch, and
+// the whole batch's running statistics.
+struct NormResults {
+  const Tensor *y, *dx, *mean, *var;  // one per rank
+};
+struct WholeBatch {
+  const Tensor &y, &dx, &mean, &var;
+};
+void expect_ranks_compute_the_batch(const NormResults& ranks, const WholeBatch& whole, int64_t split, int64_t N) {
+  for (int r = 0; r < 2; ++r) {
+    const auto [b, e] = shard_rows(r, split, N);
+    EXPECT_THAT(floats(ranks.y[r].contiguous()),
+                testing::Pointwise(testing::FloatNear(1e-5f), floats(whole.y.slice(0, b, e).contiguous())));
+    EXPECT_THAT(floats(ranks.dx[r].contiguous()),
+                testing::Pointwise(testing::FloatNear(1e-5f), floats(whole.dx.slice(0, b, e).contiguous())));
+    EXPECT_THAT(floats(ranks.mean[r]), testing::Pointwise(testing::FloatNear(1e-6f), floats(whole.mean)));
+    EXPECT_THAT(floats(ranks.var[r]), testing::Pointwise(testing::FloatNear(1e-5f), floats(whole.var)));
+  }
+}
+
 TEST(SyncBatchNorm, ShardsComputeTheWholeBatchsForwardAndBackward) {
   for (const bool channels_last : {false, true})
     for (const bool relu : {false, true}) {
@@ -91,9 +132,7 @@ TEST(SyncBatchNorm, ShardsComputeTheWholeBatchsForwardAndBackward) {
       TwoWaySum sum;
       Tensor y_part[2], dx_part[2], dgamma[2], dbeta[2], mean[2], var[2];
       auto shard = [&](int r) {
-        const int64_t b = r == 0 ? 0 : split, e = r == 0 ? split : N;
-        const Tensor xs = channels_last ? x.slice(0, b, e).channels_last() : x.slice(0, b, e).contiguous();
-        const Tensor gys = gy.slice(0, b, e).contiguous();
+        const auto [xs, gys] = rows_of_rank(x, gy, r, split, channels_last);
         mean[r] = Tensor::zeros({C});
         var[r] = Tensor::ones({C});
         BatchNormSaved s;
@@ -104,19 +143,9 @@ TEST(SyncBatchNorm, ShardsComputeTheWholeBatchsForwardAndBackward) {
         dgamma[r] = d.gamma;
         dbeta[r] = d.beta;
       };
-      std::thread other(shard, 1);
-      shard(0);
-      other.join();
+      run_two_ranks(shard);
 
-      for (int r = 0; r < 2; ++r) {
-        const int64_t b = r == 0 ? 0 : split, e = r == 0 ? split : N;
-        EXPECT_THAT(floats(y_part[r].contiguous()),
-                    testing::Pointwise(testing::FloatNear(1e-5f), floats(y.slice(0, b, e).contiguous())));
-        EXPECT_THAT(floats(dx_part[r].contiguous()),
-                    testing::Pointwise(testing::FloatNear(1e-5f), floats(g.x.slice(0, b, e).contiguous())));
-        EXPECT_THAT(floats(mean[r]), testing::Pointwise(testing::FloatNear(1e-6f), floats(whole_mean)));
-        EXPECT_THAT(floats(var[r]), testing::Pointwise(testing::FloatNear(1e-5f), floats(whole_var)));
-      }
+      expect_ranks_compute_the_batch({y_part, dx_part, mean, var}, {y, g.x, whole_mean, whole_var}, split, N);
       // The affine gradients stay each shard's; their sum (the gradient sum over ranks) is the batch's.
       Tensor dgamma_sum = dgamma[0].clone().add_(dgamma[1]), dbeta_sum = dbeta[0].clone().add_(dbeta[1]);
       EXPECT_THAT(floats(dgamma_sum), testing::Pointwise(testing::FloatNear(1e-4f), floats(g.gamma)));
@@ -145,9 +174,7 @@ TEST(SyncBatchNorm, ShardsComputeTheWholeBatchsFusedBatchChannelNorm) {
     TwoWaySum sum;
     Tensor y_part[2], dx_part[2], dgamma[2], dweight[2], mean[2], var[2];
     auto shard = [&](int r) {
-      const int64_t b = r == 0 ? 0 : split, e = r == 0 ? split : N;
-      const Tensor xs = channels_last ? x.slice(0, b, e).channels_last() : x.slice(0, b, e).contiguous();
-      const Tensor gys = gy.slice(0, b, e).contiguous();
+      const auto [xs, gys] = rows_of_rank(x, gy, r, split, channels_last);
       mean[r] = Tensor::zeros({C});
       var[r] = Tensor::ones({C});
       BcnSaved s;
@@ -158,19 +185,9 @@ TEST(SyncBatchNorm, ShardsComputeTheWholeBatchsFusedBatchChannelNorm) {
       dgamma[r] = d.bn_gamma;
       dweight[r] = d.group_weight;
     };
-    std::thread other(shard, 1);
-    shard(0);
-    other.join();
+    run_two_ranks(shard);
 
-    for (int r = 0; r < 2; ++r) {
-      const int64_t b = r == 0 ? 0 : split, e = r == 0 ? split : N;
-      EXPECT_THAT(floats(y_part[r].contiguous()),
-                  testing::Pointwise(testing::FloatNear(1e-5f), floats(y.slice(0, b, e).contiguous())));
-      EXPECT_THAT(floats(dx_part[r].contiguous()),
-                  testing::Pointwise(testing::FloatNear(1e-5f), floats(g.x.slice(0, b, e).contiguous())));
-      EXPECT_THAT(floats(mean[r]), testing::Pointwise(testing::FloatNear(1e-6f), floats(whole_mean)));
-      EXPECT_THAT(floats(var[r]), testing::Pointwise(testing::FloatNear(1e-5f), floats(whole_var)));
-    }
+    expect_ranks_compute_the_batch({y_part, dx_part, mean, var}, {y, g.x, whole_mean, whole_var}, split, N);
     // The parameter gradients stay each shard's; their sums are the batch's.
     EXPECT_THAT(floats(dgamma[0].clone().add_(dgamma[1])),
                 testing::Pointwise(testing::FloatNear(1e-4f), floats(g.bn_gamma)));

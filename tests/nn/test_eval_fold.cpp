@@ -14,8 +14,10 @@
 #include "nn/models.h"
 #include "tensor/ops.h"
 #include "tensor/random.h"
+#include "tests/support/relative_error.h"
 
 using namespace peel;
+using peel::testing::relative_error;
 
 namespace {
 
@@ -39,18 +41,6 @@ Tensor forward_without_graph(nn::Module& model, const Tensor& x, bool fold) {
   Tensor y = model.forward(ag::Variable(x)).value().contiguous();
   nn::set_eval_folding(true);
   return y;
-}
-
-// max |a - b| / max |b|
-double relative_error(const Tensor& a, const Tensor& b) {
-  EXPECT_EQ(a.shape(), b.shape());
-  const std::vector<float> va = a.to_vector(), vb = b.to_vector();
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < va.size(); ++i) {
-    diff = std::max(diff, std::fabs(static_cast<double>(va[i]) - vb[i]));
-    scale = std::max(scale, std::fabs(static_cast<double>(vb[i])));
-  }
-  return diff / scale;
 }
 
 struct ModelCase {

@@ -18,9 +18,11 @@
 #include "tensor/simd/kernels.h"
 #include "tensor/storage.h"
 #include "tests/support/error_matchers.h"
+#include "tests/support/relative_error.h"
 
 using namespace peel;
 using conv_detail::ConvProblem;
+using peel::testing::relative_error;
 using peel::testing::ThrowsErrorWith;
 
 namespace {
@@ -76,19 +78,6 @@ Tensor make_input(const Shape& shape, Layout layout, Generator& gen) {
     }
   }
   return {};
-}
-
-// max |a - b| / max |b|: the error relative to the result's scale, so sums that cancel to nearly
-// zero do not count as large relative errors.
-double relative_error(const Tensor& a, const Tensor& b) {
-  EXPECT_EQ(a.shape(), b.shape());
-  const std::vector<float> va = a.to_vector(), vb = b.to_vector();
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < va.size(); ++i) {
-    diff = std::max(diff, std::fabs(static_cast<double>(va[i]) - vb[i]));
-    scale = std::max(scale, std::fabs(static_cast<double>(vb[i])));
-  }
-  return scale == 0 ? diff : diff / scale;
 }
 
 constexpr double kTolerance = 1e-4;
