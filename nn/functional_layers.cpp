@@ -62,22 +62,21 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
   if (!training) {
     Tensor y = batch_norm_eval_forward(x.value(), g, b, running_mean, running_var, eps, fuse_relu);
     // Eval mode is a fixed affine map per channel (then ReLU), so its backward needs no batch
-    // statistics. The output is kept only for the ReLU's mask: without it, nothing holds it.
-    return make_result(y, {x, gamma, beta}, "batch_norm_eval",
-                       [xv = x.value(), y = fuse_relu ? y : Tensor(), g, running_mean, running_var, eps, fuse_relu](
-                           const Tensor& gy, const std::vector<bool>&) {
-                         BatchNormGrads d =
-                             batch_norm_eval_backward(gy, xv, g, running_mean, running_var, eps, y, fuse_relu);
-                         return Grads{d.x, d.gamma, d.beta};
-                       });
+    // statistics; the ReLU's mask is re-evaluated from x, so the output is not kept.
+    return make_result(
+        y, {x, gamma, beta}, "batch_norm_eval",
+        [xv = x.value(), g, b, running_mean, running_var, eps, fuse_relu](const Tensor& gy, const std::vector<bool>&) {
+          BatchNormGrads d = batch_norm_eval_backward(gy, xv, g, b, running_mean, running_var, eps, fuse_relu);
+          return Grads{d.x, d.gamma, d.beta};
+        });
   }
   BatchNormSaved saved;
   Tensor y =
       batch_norm_train_forward(x.value(), g, b, running_mean, running_var, momentum, eps, saved, fuse_relu, across);
+  // The backward reads x and the saved statistics, not the output (see batch_norm_train_backward).
   return make_result(y, {x, gamma, beta}, "batch_norm",
-                     [xv = x.value(), g, saved, y = fuse_relu ? y : Tensor(), fuse_relu, across](
-                         const Tensor& gy, const std::vector<bool>&) {
-                       BatchNormGrads d = batch_norm_train_backward(gy, xv, g, saved, y, fuse_relu, across);
+                     [xv = x.value(), g, saved, fuse_relu, across](const Tensor& gy, const std::vector<bool>&) {
+                       BatchNormGrads d = batch_norm_train_backward(gy, xv, g, saved, fuse_relu, across);
                        return Grads{d.x, d.gamma, d.beta};
                      });
 }

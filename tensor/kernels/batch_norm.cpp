@@ -75,8 +75,9 @@ void batch_moments(const float* x, const ChannelLayout& L, double* mean, double*
   }
 }
 
-// Per-channel sg = sum g' and sgx = sum g' * (x - center), g' masked by y when `mask`.
-void batch_grad_sums(const float* g, const float* x, const float* y, bool mask, const ChannelLayout& L,
+// Per-channel sg = sum g' and sgx = sum g' * (x - center), g' masked where the forward's
+// pre-activation was <= 0 when `relu_of` (the forward's affine coefficients) is given.
+void batch_grad_sums(const float* g, const float* x, const AffineCoefficients* relu_of, const ChannelLayout& L,
                      const double* center, double* sg, double* sgx) {
   const int64_t C = L.C, S = L.S;
   Tensor hold;
@@ -92,8 +93,11 @@ void batch_grad_sums(const float* g, const float* x, const float* y, bool mask, 
         const int64_t r0 = rb * b.rows_per_block, rows = std::min(b.rows_per_block, M - r0);
         std::fill(p1 + rb * C + c0, p1 + rb * C + c1, 0.0);
         std::fill(p2 + rb * C + c0, p2 + rb * C + c1, 0.0);
-        rows_grad_sums(g + r0 * C, x + r0 * C, mask ? y + r0 * C : nullptr, mask, rows, C, c0, c1, center, p1 + rb * C,
-                       p2 + rb * C);
+        if (relu_of != nullptr) {
+          rows_grad_sums(g + r0 * C, x + r0 * C, *relu_of, rows, C, c0, c1, center, p1 + rb * C, p2 + rb * C);
+        } else {
+          rows_grad_sums(g + r0 * C, x + r0 * C, nullptr, false, rows, C, c0, c1, center, p1 + rb * C, p2 + rb * C);
+        }
       }
     });
     for (int64_t c = 0; c < C; ++c) {
@@ -110,8 +114,13 @@ void batch_grad_sums(const float* g, const float* x, const float* y, bool mask, 
   double* part = scratch_doubles(hold, 2 * L.N * C);
   parallel_for(L.N * C, std::max<int64_t>(1, kElementsPerTask / S), [&](int64_t q0, int64_t q1) {
     for (int64_t p = q0; p < q1; ++p) {
-      plane_grad_sums(g + p * S, x + p * S, mask ? y + p * S : nullptr, mask, S, center[p % C], part[2 * p],
-                      part[2 * p + 1]);
+      const int64_t c = p % C;
+      if (relu_of != nullptr) {
+        plane_grad_sums(g + p * S, x + p * S, relu_of->center[c], relu_of->a[c], relu_of->b[c], S, center[c],
+                        part[2 * p], part[2 * p + 1]);
+      } else {
+        plane_grad_sums(g + p * S, x + p * S, nullptr, false, S, center[c], part[2 * p], part[2 * p + 1]);
+      }
     }
   });
   for (int64_t c = 0; c < C; ++c) {
@@ -141,37 +150,60 @@ void apply_affine(const float* x, float* out, const ChannelLayout& L, const Affi
   });
 }
 
-// dx = A[c] * g' + B[c] * (x - center[c]) + K[c].
-void apply_input_grad(const float* g, const float* x, const float* y, bool mask, float* dx, const ChannelLayout& L,
-                      const BackwardCoefficients& k) {
+// dx = A[c] * g' + B[c] * (x - center[c]) + K[c], g' masked as in batch_grad_sums.
+void apply_input_grad(const float* g, const float* x, const AffineCoefficients* relu_of, float* dx,
+                      const ChannelLayout& L, const BackwardCoefficients& k) {
   const int64_t C = L.C, S = L.S;
   if (L.rows) {
     parallel_for(L.N * S, std::max<int64_t>(1, kElementsPerTask / C), [&](int64_t r0, int64_t r1) {
-      rows_input_grad(g + r0 * C, x + r0 * C, mask ? y + r0 * C : nullptr, mask, dx + r0 * C, r1 - r0, C, k);
+      if (relu_of != nullptr) return rows_input_grad(g + r0 * C, x + r0 * C, *relu_of, dx + r0 * C, r1 - r0, C, k);
+      rows_input_grad(g + r0 * C, x + r0 * C, nullptr, false, dx + r0 * C, r1 - r0, C, k);
     });
     return;
   }
   parallel_for(L.N * C, std::max<int64_t>(1, kElementsPerTask / S), [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t c = p % C;
-      plane_input_grad(g + p * S, x + p * S, mask ? y + p * S : nullptr, mask, dx + p * S, S, k.A[c], k.B[c],
-                       k.center[c], k.K[c]);
+      if (relu_of != nullptr) {
+        plane_input_grad(g + p * S, x + p * S, relu_of->center[c], relu_of->a[c], relu_of->b[c], dx + p * S, S, k.A[c],
+                         k.B[c], k.center[c], k.K[c]);
+      } else {
+        plane_input_grad(g + p * S, x + p * S, nullptr, false, dx + p * S, S, k.A[c], k.B[c], k.center[c], k.K[c]);
+      }
     }
   });
 }
 
+// Eval mode's affine map per channel: center = running_mean, a = gamma / sqrt(running_var + eps),
+// b = beta, in a scratch buffer that `hold` keeps. The forward and the fused ReLU's backward both
+// take it from here, so the backward's mask sees the forward's pre-activation bit for bit.
+AffineCoefficients eval_affine(const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                               const Tensor& running_var, float eps, int64_t C, Tensor& hold) {
+  float* center = scratch_floats(hold, 3 * C);
+  float* scale = center + C;
+  float* shift = scale + C;
+  for (int64_t c = 0; c < C; ++c) {
+    center[c] = value_at(running_mean, c);
+    scale[c] = static_cast<float>((gamma.defined() ? value_at(gamma, c) : 1.f) /
+                                  std::sqrt(static_cast<double>(value_at(running_var, c)) + eps));
+    shift[c] = beta.defined() ? value_at(beta, c) : 0.f;
+  }
+  return {center, scale, shift};
+}
+
 // The backward shared by train and eval mode: dgamma = inv_std * sgx, dbeta = sg, and
-// dx = A * g' + B * (x - center) + K from the coefficients `make_coefficients` fills.
+// dx = A * g' + B * (x - center) + K from the coefficients `make_coefficients` fills; g' is grad_y
+// masked by the fused ReLU when `relu_of` (the forward's affine) is given.
 // With `across`, the coefficients come from the sums over all shards, dgamma and dbeta from this one's.
 template <class MakeCoefficients>
-BatchNormGrads backward_with(const BackwardOperands& o, const Tensor& gamma, bool fuse_relu, const double* center,
-                             const float* inv_std, MakeCoefficients&& make_coefficients,
+BatchNormGrads backward_with(const BackwardOperands& o, const Tensor& gamma, const AffineCoefficients* relu_of,
+                             const double* center, const float* inv_std, MakeCoefficients&& make_coefficients,
                              const StatisticsSum& across = {}) {
   const int64_t C = o.L.C;
   Tensor hold_d, hold_f;
   double* sg = scratch_doubles(hold_d, 4 * C);
   double* sgx = sg + C;
-  batch_grad_sums(o.g.data(), o.x.data(), fuse_relu ? o.y.data() : nullptr, fuse_relu, o.L, center, sg, sgx);
+  batch_grad_sums(o.g.data(), o.x.data(), relu_of, o.L, center, sg, sgx);
   double* all_sg = sg;
   double* all_sgx = sgx;
   if (across) {
@@ -187,7 +219,7 @@ BatchNormGrads backward_with(const BackwardOperands& o, const Tensor& gamma, boo
 
   BatchNormGrads grads;
   grads.x = empty_in_layout(o.x.shape(), o.L);
-  apply_input_grad(o.g.data(), o.x.data(), fuse_relu ? o.y.data() : nullptr, fuse_relu, grads.x.data(), o.L, k);
+  apply_input_grad(o.g.data(), o.x.data(), relu_of, grads.x.data(), o.L, k);
   if (gamma.defined()) {
     grads.gamma = Tensor::empty({C});
     grads.beta = Tensor::empty({C});
@@ -218,7 +250,7 @@ Tensor batch_norm_train_forward(const Tensor& x, const Tensor& gamma, const Tens
   PEEL_CHECK(eps >= 0.f, "{}: eps must be >= 0, got {}", op, eps);
 
   const Tensor xc = to_layout(x, L);
-  Tensor hold_d, hold_f;
+  Tensor hold_d;
   double* mean = scratch_doubles(hold_d, 2 * C + 1);
   double* m2 = mean + C;
   if (local_M > 0) {
@@ -233,14 +265,15 @@ Tensor batch_norm_train_forward(const Tensor& x, const Tensor& gamma, const Tens
 
   saved.mean = Tensor::empty({C});
   saved.inv_std = Tensor::empty({C});
-  float* center = scratch_floats(hold_f, 3 * C);
-  float* scale = center + C;
-  float* shift = scale + C;
+  saved.scale = Tensor::empty({C});
+  saved.shift = Tensor::empty({C});
+  float* center = saved.mean.data();
+  float* scale = saved.scale.data();
+  float* shift = saved.shift.data();
   for (int64_t c = 0; c < C; ++c) {
     const double inv_std = 1.0 / std::sqrt(m2[c] / M + eps);
     const double a = inv_std * (gamma.defined() ? value_at(gamma, c) : 1.f);
     center[c] = static_cast<float>(mean[c]);
-    saved.mean.data()[c] = center[c];
     saved.inv_std.data()[c] = static_cast<float>(inv_std);
     scale[c] = static_cast<float>(a);
     // The part of the mean that float `center` could not hold moves into the shift.
@@ -273,30 +306,27 @@ Tensor batch_norm_eval_forward(const Tensor& x, const Tensor& gamma, const Tenso
 
   const Tensor xc = to_layout(x, L);
   Tensor hold;
-  float* center = scratch_floats(hold, 3 * C);
-  float* scale = center + C;
-  float* shift = scale + C;
-  for (int64_t c = 0; c < C; ++c) {
-    center[c] = value_at(running_mean, c);
-    scale[c] = static_cast<float>((gamma.defined() ? value_at(gamma, c) : 1.f) /
-                                  std::sqrt(static_cast<double>(value_at(running_var, c)) + eps));
-    shift[c] = beta.defined() ? value_at(beta, c) : 0.f;
-  }
   Tensor y = empty_in_layout(x.shape(), L);
-  apply_affine(xc.data(), y.data(), L, {center, scale, shift}, fuse_relu);
+  apply_affine(xc.data(), y.data(), L, eval_affine(gamma, beta, running_mean, running_var, eps, C, hold), fuse_relu);
   return y;
 }
 
 BatchNormGrads batch_norm_train_backward(const Tensor& grad_y, const Tensor& x, const Tensor& gamma,
-                                         const BatchNormSaved& saved, const Tensor& y, bool fuse_relu,
-                                         const StatisticsSum& across) {
+                                         const BatchNormSaved& saved, bool fuse_relu, const StatisticsSum& across) {
   const char* op = "batch_norm_train_backward";
-  const BackwardOperands o = backward_operands(grad_y, x, y, fuse_relu, op);
+  const BackwardOperands o = backward_operands(grad_y, x, Tensor(), false, op);
   const int64_t C = o.L.C, M = across ? saved.count : o.L.N * o.L.S;
   if (gamma.defined()) check_channel_vector(gamma, C, x, op, "gamma");
   PEEL_CHECK(saved.mean.defined() && saved.inv_std.defined(), "{}: the saved batch statistics are undefined", op);
   check_channel_vector(saved.mean, C, x, op, "saved.mean");
   check_channel_vector(saved.inv_std, C, x, op, "saved.inv_std");
+  if (fuse_relu) {
+    PEEL_CHECK(saved.scale.defined() && saved.shift.defined(),
+               "{}: fused ReLU needs the forward's saved scale and shift, which are undefined", op);
+    check_channel_vector(saved.scale, C, x, op, "saved.scale");
+    check_channel_vector(saved.shift, C, x, op, "saved.shift");
+  }
+  const AffineCoefficients forward{saved.mean.data(), saved.scale.data(), saved.shift.data()};
 
   Tensor hold_d, hold_f;
   double* center = scratch_doubles(hold_d, C);
@@ -307,7 +337,7 @@ BatchNormGrads batch_norm_train_backward(const Tensor& grad_y, const Tensor& x, 
   }
   // dx = gamma*inv_std/M * (M g' - sum g' - xhat * sum(g' xhat)), with xhat = (x - mean) inv_std.
   return backward_with(
-      o, gamma, fuse_relu, center, inv_std,
+      o, gamma, fuse_relu ? &forward : nullptr, center, inv_std,
       [&](const double* sg, const double* sgx, float* A, float* B, float* ctr, float* K) {
         for (int64_t c = 0; c < C; ++c) {
           const double is = inv_std[c];
@@ -321,26 +351,31 @@ BatchNormGrads batch_norm_train_backward(const Tensor& grad_y, const Tensor& x, 
       across);
 }
 
-BatchNormGrads batch_norm_eval_backward(const Tensor& grad_y, const Tensor& x, const Tensor& gamma,
+BatchNormGrads batch_norm_eval_backward(const Tensor& grad_y, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                         const Tensor& running_mean, const Tensor& running_var, float eps,
-                                        const Tensor& y, bool fuse_relu) {
+                                        bool fuse_relu) {
   const char* op = "batch_norm_eval_backward";
-  const BackwardOperands o = backward_operands(grad_y, x, y, fuse_relu, op);
+  const BackwardOperands o = backward_operands(grad_y, x, Tensor(), false, op);
   const int64_t C = o.L.C;
   if (gamma.defined()) check_channel_vector(gamma, C, x, op, "gamma");
+  if (beta.defined()) check_channel_vector(beta, C, x, op, "beta");
   PEEL_CHECK(running_mean.defined() && running_var.defined(), "{}: eval mode needs running_mean and running_var", op);
   check_channel_vector(running_mean, C, x, op, "running_mean");
   check_channel_vector(running_var, C, x, op, "running_var");
 
-  Tensor hold_d, hold_f;
+  Tensor hold_d, hold_f, hold_forward;
   double* center = scratch_doubles(hold_d, C);
   float* inv_std = scratch_floats(hold_f, C);
   for (int64_t c = 0; c < C; ++c) {
     center[c] = value_at(running_mean, c);
     inv_std[c] = static_cast<float>(1.0 / std::sqrt(static_cast<double>(value_at(running_var, c)) + eps));
   }
+  // The forward's affine, recomputed by the same function from the same values, for the fused
+  // ReLU's mask: the sign of the pre-activation must come out as the forward's did.
+  const AffineCoefficients forward =
+      fuse_relu ? eval_affine(gamma, beta, running_mean, running_var, eps, C, hold_forward) : AffineCoefficients{};
   // The statistics are constants here: dx = gamma * inv_std * g'.
-  return backward_with(o, gamma, fuse_relu, center, inv_std,
+  return backward_with(o, gamma, fuse_relu ? &forward : nullptr, center, inv_std,
                        [&](const double*, const double*, float* A, float* B, float* ctr, float* K) {
                          for (int64_t c = 0; c < C; ++c) {
                            A[c] = (gamma.defined() ? value_at(gamma, c) : 1.f) * inv_std[c];

@@ -20,8 +20,10 @@ namespace peel {
 // ---- Batch normalisation over (N,H,W) per channel (also (N,C) input for BatchNorm1d) ---------
 // x may be (N,C), (N,C,L) or (N,C,H,W). Statistics are accumulated in double.
 struct BatchNormSaved {
-  Tensor mean;        // (C) batch mean
+  Tensor mean;        // (C) batch mean, as the float the output was centred on
   Tensor inv_std;     // (C) 1 / sqrt(biased batch variance + eps)
+  Tensor scale;       // (C) the forward's affine, y = relu?((x - mean) * scale + shift), which the fused
+  Tensor shift;       //     ReLU's backward re-evaluates for its mask instead of keeping y
   int64_t count = 0;  // values per channel the statistics cover (all shards' with a StatisticsSum)
 };
 // Synchronised batch norm: when a batch is split over processes, sums `count` doubles element-wise
@@ -33,7 +35,7 @@ using StatisticsSum = std::function<void(double* values, int64_t count)>;
 // PyTorch's convention: running = (1 - momentum) * running + momentum * batch, where the variance
 // that enters the running estimate is the unbiased one (needs N*H*W > 1). gamma/beta may be
 // undefined (no affine); running_mean/running_var may both be undefined (not tracked).
-// When `fuse_relu` is set, the output is relu(bn(x)) (the backward then needs y).
+// When `fuse_relu` is set, the output is relu(bn(x)).
 Tensor batch_norm_train_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
                                 Tensor& running_var, float momentum, float eps, BatchNormSaved& saved,
                                 bool fuse_relu = false, const StatisticsSum& across = {});
@@ -43,20 +45,24 @@ Tensor batch_norm_eval_forward(const Tensor& x, const Tensor& gamma, const Tenso
 struct BatchNormGrads {
   Tensor x, gamma, beta;  // gamma/beta undefined when not affine
 };
-// Backward of the training-mode forward. y is the forward output (needed only with fuse_relu; the
-// gradient is then masked where y <= 0, as PyTorch's threshold_backward, so a NaN y passes it).
+// Backward of the training-mode forward. With fuse_relu the gradient is masked where the forward's
+// output was 0, i.e. where its pre-activation (x - mean) * scale + shift was <= 0 (PyTorch's
+// threshold_backward on y, so a NaN passes). The mask is re-evaluated from x and `saved`, with
+// the forward's own arithmetic (bit for bit), so the backward reads x and grad_y, not y.
 // dx = gamma*inv_std/M * (M g' - sum g' - xhat * sum(g' xhat)), dgamma = sum(g' xhat),
 // dbeta = sum(g'), over the M = N*H*W values of a channel. The gamma and beta gradients are
 // defined exactly when gamma is. With `across` (the forward's), the sums in dx are the whole
 // batch's and M is saved.count; dgamma and dbeta stay this shard's (the gradient sum adds them up).
 BatchNormGrads batch_norm_train_backward(const Tensor& grad_y, const Tensor& x, const Tensor& gamma,
-                                         const BatchNormSaved& saved, const Tensor& y, bool fuse_relu = false,
+                                         const BatchNormSaved& saved, bool fuse_relu = false,
                                          const StatisticsSum& across = {});
 // Backward of the eval-mode forward (running statistics are constants): dx = gamma * g' / sqrt(var + eps),
-// dgamma = sum(g' * xhat), dbeta = sum(g'), with g' = grad_y masked by y when `fuse_relu`.
-BatchNormGrads batch_norm_eval_backward(const Tensor& grad_y, const Tensor& x, const Tensor& gamma,
+// dgamma = sum(g' * xhat), dbeta = sum(g'), with g' = grad_y masked as above when `fuse_relu` (the
+// forward's affine is recomputed from gamma, beta and the running statistics, which must be the
+// forward's).
+BatchNormGrads batch_norm_eval_backward(const Tensor& grad_y, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                         const Tensor& running_mean, const Tensor& running_var, float eps,
-                                        const Tensor& y, bool fuse_relu = false);
+                                        bool fuse_relu = false);
 
 // ---- Group and layer normalisation -------------------------------------------------------------
 // GroupNorm over (C/G, H, W) per (n, group); LayerNorm is GroupNorm's G = 1 case over (C,H,W),

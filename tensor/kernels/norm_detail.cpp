@@ -111,7 +111,7 @@ inline float masked1(const float* g, const float* y, int64_t i) {
 struct ShiftedTerms {
   const float* x;
   template <bool kVec>
-  auto operator()(int64_t i, std::conditional_t<kVec, vd8, double> k) const {
+  auto operator()(int64_t i, int64_t /*channel*/, std::conditional_t<kVec, vd8, double> k) const {
     if constexpr (kVec) {
       const vd8 d = widen(load<vf8>(x + i)) - k;
       return std::pair{d, d * d};
@@ -126,12 +126,47 @@ template <bool kMask>
 struct GradTerms {
   const float *g, *x, *y;
   template <bool kVec>
-  auto operator()(int64_t i, std::conditional_t<kVec, vd8, double> k) const {
+  auto operator()(int64_t i, int64_t /*channel*/, std::conditional_t<kVec, vd8, double> k) const {
     if constexpr (kVec) {
       const vd8 gm = widen(masked8<kMask>(g, y, i));
       return std::pair{gm, gm * (widen(load<vf8>(x + i)) - k)};
     } else {
       const double gm = masked1<kMask>(g, y, i);
+      return std::pair{gm, gm * (static_cast<double>(x[i]) - k)};
+    }
+  }
+};
+
+// g' = g where the forward's pre-activation (x - center) * a + b is > 0, the per-channel
+// coefficients of channels [channel, channel + 8) (rows form) or one plane's scalars (planes form,
+// `channel` unused). The same operations as rows_affine_impl, uncontracted (see the header).
+struct PreactivationMask {
+  const float *center, *a, *b;  // rows form: arrays of C
+  float plane_center = 0, plane_a = 0, plane_b = 0;
+  bool plane = false;
+
+  vf8 operator()(vf8 x, vf8 g, int64_t channel) const {
+    const vf8 v = plane ? (x - plane_center) * plane_a + plane_b
+                        : (x - load<vf8>(center + channel)) * load<vf8>(a + channel) + load<vf8>(b + channel);
+    return v <= vf8{} ? vf8{} : g;
+  }
+  float operator()(float x, float g, int64_t channel) const {
+    const float v = plane ? (x - plane_center) * plane_a + plane_b : (x - center[channel]) * a[channel] + b[channel];
+    return v <= 0.f ? 0.f : g;
+  }
+};
+
+struct PreactivationGradTerms {
+  const float *g, *x;
+  PreactivationMask mask;
+  template <bool kVec>
+  auto operator()(int64_t i, int64_t channel, std::conditional_t<kVec, vd8, double> k) const {
+    if constexpr (kVec) {
+      const vf8 xv = load<vf8>(x + i);
+      const vd8 gm = widen(mask(xv, load<vf8>(g + i), channel));
+      return std::pair{gm, gm * (widen(xv) - k)};
+    } else {
+      const double gm = mask(x[i], g[i], channel);
       return std::pair{gm, gm * (static_cast<double>(x[i]) - k)};
     }
   }
@@ -147,10 +182,10 @@ void rows_sums(const Terms& terms, int64_t rows, int64_t C, int64_t c0, int64_t 
     const vd8 k0 = load<vd8>(k + c), k1 = load<vd8>(k + c + 8), k2 = load<vd8>(k + c + 16), k3 = load<vd8>(k + c + 24);
     vd8 a0{}, a1{}, a2{}, a3{}, b0{}, b1{}, b2{}, b3{};
     for (int64_t r = 0, i = c; r < rows; ++r, i += C) {
-      const auto [u0, v0] = terms.template operator()<true>(i, k0);
-      const auto [u1, v1] = terms.template operator()<true>(i + 8, k1);
-      const auto [u2, v2] = terms.template operator()<true>(i + 16, k2);
-      const auto [u3, v3] = terms.template operator()<true>(i + 24, k3);
+      const auto [u0, v0] = terms.template operator()<true>(i, c, k0);
+      const auto [u1, v1] = terms.template operator()<true>(i + 8, c + 8, k1);
+      const auto [u2, v2] = terms.template operator()<true>(i + 16, c + 16, k2);
+      const auto [u3, v3] = terms.template operator()<true>(i + 24, c + 24, k3);
       a0 += u0;
       b0 += v0;
       a1 += u1;
@@ -173,8 +208,8 @@ void rows_sums(const Terms& terms, int64_t rows, int64_t C, int64_t c0, int64_t 
     const vd8 k0 = load<vd8>(k + c), k1 = load<vd8>(k + c + 8);
     vd8 a0{}, a1{}, b0{}, b1{};
     for (int64_t r = 0, i = c; r < rows; ++r, i += C) {
-      const auto [u0, v0] = terms.template operator()<true>(i, k0);
-      const auto [u1, v1] = terms.template operator()<true>(i + 8, k1);
+      const auto [u0, v0] = terms.template operator()<true>(i, c, k0);
+      const auto [u1, v1] = terms.template operator()<true>(i + 8, c + 8, k1);
       a0 += u0;
       b0 += v0;
       a1 += u1;
@@ -189,7 +224,7 @@ void rows_sums(const Terms& terms, int64_t rows, int64_t C, int64_t c0, int64_t 
     const vd8 k0 = load<vd8>(k + c);
     vd8 a0{}, b0{};
     for (int64_t r = 0, i = c; r < rows; ++r, i += C) {
-      const auto [u0, v0] = terms.template operator()<true>(i, k0);
+      const auto [u0, v0] = terms.template operator()<true>(i, c, k0);
       a0 += u0;
       b0 += v0;
     }
@@ -199,7 +234,7 @@ void rows_sums(const Terms& terms, int64_t rows, int64_t C, int64_t c0, int64_t 
   for (; c < c1; ++c) {
     double a = 0, b = 0;
     for (int64_t r = 0, i = c; r < rows; ++r, i += C) {
-      const auto [u, v] = terms.template operator()<false>(i, k[c]);
+      const auto [u, v] = terms.template operator()<false>(i, c, k[c]);
       a += u;
       b += v;
     }
@@ -215,8 +250,8 @@ void plane_sums(const Terms& terms, int64_t S, double k, double& s1, double& s2)
   vd8 a0{}, a1{}, b0{}, b1{};
   int64_t i = 0;
   for (; i + 16 <= S; i += 16) {
-    const auto [u0, v0] = terms.template operator()<true>(i, kv);
-    const auto [u1, v1] = terms.template operator()<true>(i + 8, kv);
+    const auto [u0, v0] = terms.template operator()<true>(i, 0, kv);
+    const auto [u1, v1] = terms.template operator()<true>(i + 8, 0, kv);
     a0 += u0;
     b0 += v0;
     a1 += u1;
@@ -224,7 +259,7 @@ void plane_sums(const Terms& terms, int64_t S, double k, double& s1, double& s2)
   }
   double ta = 0, tb = 0;
   for (; i < S; ++i) {
-    const auto [u, v] = terms.template operator()<false>(i, k);
+    const auto [u, v] = terms.template operator()<false>(i, 0, k);
     ta += u;
     tb += v;
   }
@@ -253,6 +288,17 @@ void plane_grad_sums(const float* g, const float* x, const float* y, bool mask, 
                      double& sgx) {
   if (mask) return plane_sums(GradTerms<true>{g, x, y}, S, center, sg, sgx);
   plane_sums(GradTerms<false>{g, x, y}, S, center, sg, sgx);
+}
+
+void rows_grad_sums(const float* g, const float* x, const AffineCoefficients& relu_of, int64_t rows, int64_t C,
+                    int64_t c0, int64_t c1, const double* center, double* sg, double* sgx) {
+  rows_sums(PreactivationGradTerms{g, x, {relu_of.center, relu_of.a, relu_of.b}}, rows, C, c0, c1, center, sg, sgx);
+}
+
+void plane_grad_sums(const float* g, const float* x, float relu_center, float relu_a, float relu_b, int64_t S,
+                     double center, double& sg, double& sgx) {
+  const PreactivationMask mask{nullptr, nullptr, nullptr, relu_center, relu_a, relu_b, true};
+  plane_sums(PreactivationGradTerms{g, x, mask}, S, center, sg, sgx);
 }
 
 namespace {
@@ -302,6 +348,25 @@ void plane_input_grad_impl(const float* __restrict g, const float* __restrict x,
   }
 }
 
+// dx = A g' + B (x - center) + K with g' masked by the forward's pre-activation (rows form).
+void rows_input_grad_preactivation(const float* __restrict g, const float* __restrict x, float* __restrict dx,
+                                   int64_t rows, int64_t C, const AffineCoefficients& f, const float* __restrict A,
+                                   const float* __restrict B, const float* __restrict center,
+                                   const float* __restrict K) {
+  const float* __restrict fc = f.center;
+  const float* __restrict fa = f.a;
+  const float* __restrict fb = f.b;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t base = r * C;
+    for (int64_t c = 0; c < C; ++c) {
+      const float xv = x[base + c];
+      const float v = (xv - fc[c]) * fa[c] + fb[c];
+      const float gm = v <= 0.f ? 0.f : g[base + c];
+      dx[base + c] = A[c] * gm + B[c] * (xv - center[c]) + K[c];
+    }
+  }
+}
+
 }  // namespace
 
 void rows_affine(const float* x, float* out, int64_t rows, int64_t C, const AffineCoefficients& k, bool relu) {
@@ -324,6 +389,20 @@ void plane_input_grad(const float* g, const float* x, const float* y, bool mask,
                       float center, float K) {
   if (mask) return plane_input_grad_impl<true>(g, x, y, dx, S, A, B, center, K);
   plane_input_grad_impl<false>(g, x, y, dx, S, A, B, center, K);
+}
+
+void rows_input_grad(const float* g, const float* x, const AffineCoefficients& relu_of, float* dx, int64_t rows,
+                     int64_t C, const BackwardCoefficients& k) {
+  rows_input_grad_preactivation(g, x, dx, rows, C, relu_of, k.A, k.B, k.center, k.K);
+}
+
+void plane_input_grad(const float* __restrict g, const float* __restrict x, float relu_center, float relu_a,
+                      float relu_b, float* __restrict dx, int64_t S, float A, float B, float center, float K) {
+  for (int64_t s = 0; s < S; ++s) {
+    const float v = (x[s] - relu_center) * relu_a + relu_b;
+    const float gm = v <= 0.f ? 0.f : g[s];
+    dx[s] = A * gm + B * (x[s] - center) + K;
+  }
 }
 
 // Turns this shard's per-channel mean and m2 (over local_M values) into the whole batch's, and

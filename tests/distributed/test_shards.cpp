@@ -127,7 +127,7 @@ TEST(SyncBatchNorm, ShardsComputeTheWholeBatchsForwardAndBackward) {
       Tensor whole_mean = Tensor::zeros({C}), whole_var = Tensor::ones({C});
       BatchNormSaved saved;
       const Tensor y = batch_norm_train_forward(x, gamma, beta, whole_mean, whole_var, 0.1f, 1e-5f, saved, relu);
-      const BatchNormGrads g = batch_norm_train_backward(gy, x, gamma, saved, y, relu);
+      const BatchNormGrads g = batch_norm_train_backward(gy, x, gamma, saved, relu);
 
       TwoWaySum sum;
       Tensor y_part[2], dx_part[2], dgamma[2], dbeta[2], mean[2], var[2];
@@ -138,7 +138,7 @@ TEST(SyncBatchNorm, ShardsComputeTheWholeBatchsForwardAndBackward) {
         BatchNormSaved s;
         const StatisticsSum across = sum.of(r);
         y_part[r] = batch_norm_train_forward(xs, gamma, beta, mean[r], var[r], 0.1f, 1e-5f, s, relu, across);
-        const BatchNormGrads d = batch_norm_train_backward(gys, xs, gamma, s, y_part[r], relu, across);
+        const BatchNormGrads d = batch_norm_train_backward(gys, xs, gamma, s, relu, across);
         dx_part[r] = d.x;
         dgamma[r] = d.gamma;
         dbeta[r] = d.beta;

@@ -109,8 +109,8 @@ TEST(BatchChannelNormKernel, MatchesTheThreeKernelsItFuses) {
         const Tensor masked_gy = mode.relu ? where(peel::gt(t, Tensor::zeros({1})), gy, Tensor::zeros(c.shape)) : gy;
         const BatchNormGrads gn_grads = group_norm_backward(masked_gy, z, G, wc, gn_saved);
         const BatchNormGrads bn_grads =
-            batch ? batch_norm_train_backward(gn_grads.x, x, p.bn_gamma, bn_saved, Tensor())
-                  : batch_norm_eval_backward(gn_grads.x, x, p.bn_gamma, rm_ref, rv_ref, p.bn_eps, Tensor());
+            batch ? batch_norm_train_backward(gn_grads.x, x, p.bn_gamma, bn_saved)
+                  : batch_norm_eval_backward(gn_grads.x, x, p.bn_gamma, p.bn_beta, rm_ref, rv_ref, p.bn_eps);
 
         // The fused op.
         Tensor rm = rm0.clone(), rv = rv0.clone();

@@ -11,6 +11,7 @@
 
 #include "tensor/error.h"
 #include "tensor/kernels/norm.h"
+#include "tensor/ops.h"
 #include "tensor/random.h"
 #include "tensor/threads.h"
 #include "tests/support/error_matchers.h"
@@ -189,7 +190,7 @@ TEST(BatchNorm, TrainBackwardMatchesReference) {
           BatchNormSaved saved;
           const Tensor xl = in_layout(x, l);
           const Tensor y = batch_norm_train_forward(xl, gamma, beta, rm, rv, 0.1f, eps, saved, relu);
-          const BatchNormGrads grads = batch_norm_train_backward(in_layout(gy, l), xl, gamma, saved, y, relu);
+          const BatchNormGrads grads = batch_norm_train_backward(in_layout(gy, l), xl, gamma, saved, relu);
           std::vector<double> dx, dgamma, dbeta;
           batch_norm_backward_reference(to_double(x), to_double(gy), to_double(y), d, values_or(gamma, d.C, 1), eps,
                                         relu, dx, dgamma, dbeta);
@@ -222,7 +223,7 @@ TEST(BatchNorm, EvalBackwardMatchesReference) {
       const std::string what = std::string("eval") + (relu ? " relu " : " ") + layout_name(l);
       const Tensor y = batch_norm_eval_forward(in_layout(x, l), gamma, beta, rm, rv, 1e-5f, relu);
       const BatchNormGrads grads =
-          batch_norm_eval_backward(in_layout(gy, l), in_layout(x, l), gamma, rm, rv, 1e-5f, y, relu);
+          batch_norm_eval_backward(in_layout(gy, l), in_layout(x, l), gamma, beta, rm, rv, 1e-5f, relu);
       expect_layout_follows(grads.x, l, what);
       const std::vector<float> yv = y.to_vector();
       std::vector<double> dx(x.numel()), dgamma(20, 0), dbeta(20, 0);
@@ -240,6 +241,58 @@ TEST(BatchNorm, EvalBackwardMatchesReference) {
     }
 }
 
+// The fused ReLU's backward re-evaluates the forward's pre-activation from x to mask the gradient
+// instead of reading y. The mask must be y's to the bit: the fused backward equals the plain
+// backward given grad_y already zeroed where y is 0, exactly. Channel 0 holds values symmetric
+// about 0 (mean exactly 0, so x = 0 gives a pre-activation of exactly 0, which must be masked, as
+// must -0); the other channels are random, with a large mean in channel 1 (a shift that float
+// cannot hold moves into the affine's shift term).
+TEST(BatchNorm, FusedReluMaskIsExactlyWhereTheOutputIsZero) {
+  Generator gen(103);
+  const Shape shape{6, 4, 5, 7};
+  const int64_t N = shape[0], C = shape[1], S = shape[2] * shape[3];
+  Tensor x = random_tensor(shape, gen).contiguous();
+  float* xd = x.data();
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t s = 0; s < S; ++s) {
+      const int64_t i = n * S + s;  // 0 .. N*S-1 over channel 0; value pairs (v, -v) and zeros
+      xd[(n * C + 0) * S + s] = static_cast<float>(i % 7 - 3) * 0.25f;
+      xd[(n * C + 1) * S + s] += 1000.f;
+    }
+  const Tensor gy = random_tensor(shape, gen);
+  const Tensor gamma = random_tensor({C}, gen);
+  Tensor beta = random_tensor({C}, gen);
+  // beta 0 on channel 0 keeps its pre-activation at x * scale, zero exactly where x is.
+  beta.data()[0] = 0.f;
+  const Tensor rm = random_tensor({C}, gen), rv = uniform({C}, 0.5f, 2.f, gen);
+  auto zeroed_where_output_is_zero = [&](const Tensor& y, const Tensor& g) {
+    return where(peel::gt(y, Tensor::zeros({1})), g, Tensor::zeros(shape));
+  };
+  for (Layout l : kLayouts) {
+    const Tensor xl = in_layout(x, l), gl = in_layout(gy, l);
+    Tensor running_mean = rm.clone(), running_var = rv.clone();
+    BatchNormSaved saved;
+    const Tensor y = batch_norm_train_forward(xl, gamma, beta, running_mean, running_var, 0.1f, 1e-5f, saved, true);
+    int64_t zeros_on_channel_0 = 0;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t s = 0; s < S; ++s) zeros_on_channel_0 += y.at({n, 0, s / shape[3], s % shape[3]}) == 0.f;
+    ASSERT_GT(zeros_on_channel_0, N * S / 2) << "channel 0 should be zero at its x <= 0 half";
+    const BatchNormGrads fused = batch_norm_train_backward(gl, xl, gamma, saved, true);
+    const BatchNormGrads plain =
+        batch_norm_train_backward(in_layout(zeroed_where_output_is_zero(y, gy), l), xl, gamma, saved, false);
+    EXPECT_EQ(fused.x.to_vector(), plain.x.to_vector()) << "train " << layout_name(l);
+    EXPECT_EQ(fused.gamma.to_vector(), plain.gamma.to_vector()) << "train " << layout_name(l);
+    EXPECT_EQ(fused.beta.to_vector(), plain.beta.to_vector()) << "train " << layout_name(l);
+
+    const Tensor y_eval = batch_norm_eval_forward(xl, gamma, beta, rm, rv, 1e-5f, true);
+    const BatchNormGrads fused_eval = batch_norm_eval_backward(gl, xl, gamma, beta, rm, rv, 1e-5f, true);
+    const BatchNormGrads plain_eval = batch_norm_eval_backward(in_layout(zeroed_where_output_is_zero(y_eval, gy), l),
+                                                               xl, gamma, beta, rm, rv, 1e-5f, false);
+    EXPECT_EQ(fused_eval.x.to_vector(), plain_eval.x.to_vector()) << "eval " << layout_name(l);
+    EXPECT_EQ(fused_eval.gamma.to_vector(), plain_eval.gamma.to_vector()) << "eval " << layout_name(l);
+  }
+}
+
 TEST(BatchNorm, SteadyStateCallsReuseCachedBuffers) {
   Generator gen(102);
   const Shape shape{16, 32, 14, 14};
@@ -249,7 +302,7 @@ TEST(BatchNorm, SteadyStateCallsReuseCachedBuffers) {
   auto step = [&] {
     BatchNormSaved saved;
     const Tensor y = batch_norm_train_forward(x, gamma, beta, rm, rv, 0.1f, 1e-5f, saved, true);
-    const BatchNormGrads grads = batch_norm_train_backward(gy, x, gamma, saved, y, true);
+    const BatchNormGrads grads = batch_norm_train_backward(gy, x, gamma, saved, true);
   };
   expect_steady_state_reuses_buffers(step);
 }
@@ -269,7 +322,7 @@ TEST(BatchNorm, ResultsDoNotDependOnThreadCount) {
         BatchNormSaved saved;
         const Tensor xl = in_layout(x, l);
         const Tensor y = batch_norm_train_forward(xl, gamma, beta, rm, rv, 0.1f, 1e-5f, saved, true);
-        const BatchNormGrads grads = batch_norm_train_backward(in_layout(gy, l), xl, gamma, saved, y, true);
+        const BatchNormGrads grads = batch_norm_train_backward(in_layout(gy, l), xl, gamma, saved, true);
         std::vector<float> all = y.to_vector();
         for (const Tensor& t : {grads.x, grads.gamma, grads.beta, rm, rv, saved.mean, saved.inv_std}) {
           const std::vector<float> v = t.to_vector();
@@ -311,11 +364,12 @@ TEST(BatchNormErrors, BadShapesAndArgumentsAreNamed) {
   batch_norm_train_forward(x, Tensor(), Tensor(), rm, rv, 0.1f, 1e-5f, saved);
   EXPECT_THAT(
       [&] {
-        batch_norm_train_backward(Tensor::zeros({2, 3, 4, 5}), x, Tensor(), saved, Tensor());
+        batch_norm_train_backward(Tensor::zeros({2, 3, 4, 5}), x, Tensor(), saved);
       },
       ThrowsErrorWith("grad_y", "[2, 3, 4, 5]", "[2, 3, 4, 4]"));
-  EXPECT_THAT([&] { batch_norm_train_backward(x, x, Tensor(), saved, Tensor(), true); },
-              ThrowsErrorWith("fused ReLU", "y"));
+  const BatchNormSaved statistics_only{saved.mean, saved.inv_std};
+  EXPECT_THAT([&] { batch_norm_train_backward(x, x, Tensor(), statistics_only, true); },
+              ThrowsErrorWith("batch_norm_train_backward", "fused ReLU", "scale and shift"));
   EXPECT_THAT([&] { batch_norm_train_forward(Tensor::zeros({5}), Tensor(), Tensor(), rm, rv, 0.1f, 1e-5f, saved); },
               ThrowsErrorWith("2 or more dimensions", "[5]"));
 }
