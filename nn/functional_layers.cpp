@@ -86,13 +86,13 @@ Variable group_norm(const Variable& x, int64_t groups, const Variable& gamma, co
   const Tensor g = gamma.defined() ? gamma.value() : Tensor();
   GroupNormSaved saved;
   Tensor y = group_norm_forward(x.value(), groups, g, beta.defined() ? beta.value() : Tensor(), eps, saved, relu);
-  // The output is kept only for a fused ReLU's mask.
-  return make_result(
-      y, {x, gamma, beta}, "group_norm",
-      [xv = x.value(), g, groups, saved, yv = relu ? y : Tensor(), relu](const Tensor& gy, const std::vector<bool>&) {
-        BatchNormGrads d = group_norm_backward(gy, xv, groups, g, saved, yv, relu);
-        return Grads{d.x, d.gamma, d.beta};
-      });
+  // The backward reads x and the saved statistics, not the output (a fused ReLU's mask is
+  // re-evaluated from them).
+  return make_result(y, {x, gamma, beta}, "group_norm",
+                     [xv = x.value(), g, groups, saved, relu](const Tensor& gy, const std::vector<bool>&) {
+                       BatchNormGrads d = group_norm_backward(gy, xv, groups, g, saved, relu);
+                       return Grads{d.x, d.gamma, d.beta};
+                     });
 }
 
 Variable max_pool2d(const Variable& x, const Pool2dGeometry& geometry) {

@@ -92,6 +92,8 @@ Tensor group_norm_forward(const Tensor& x, int64_t groups, const Tensor& gamma, 
   if (L.numel() == 0) {
     saved.mean = Tensor::zeros({N, G});
     saved.inv_std = Tensor::zeros({N, G});
+    saved.scale = Tensor::zeros({N, C});
+    saved.shift = Tensor::zeros({N, C});
     return empty_in_layout(x.shape(), L);
   }
   const Tensor xc = to_layout(x, L);
@@ -114,9 +116,11 @@ Tensor group_norm_forward(const Tensor& x, int64_t groups, const Tensor& gamma, 
   // Per (n, g): combine the channels' means and squared deviations (Chan et al.), then the affine.
   saved.mean = Tensor::empty({N, G});
   saved.inv_std = Tensor::empty({N, G});
-  float* center = scratch_floats(hold_f, 3 * N * C);
-  float* a = center + N * C;
-  float* b = a + N * C;
+  saved.scale = Tensor::empty({N, C});
+  saved.shift = Tensor::empty({N, C});
+  float* center = scratch_floats(hold_f, N * C);
+  float* a = saved.scale.data();
+  float* b = saved.shift.data();
   const int64_t Cg = C / G;
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t g = 0; g < G; ++g) {
@@ -157,9 +161,9 @@ Tensor group_norm_forward(const Tensor& x, int64_t groups, const Tensor& gamma, 
 }
 
 BatchNormGrads group_norm_backward(const Tensor& grad_y, const Tensor& x, int64_t groups, const Tensor& gamma,
-                                   const GroupNormSaved& saved, const Tensor& y, bool relu) {
+                                   const GroupNormSaved& saved, bool relu) {
   const char* op = "group_norm_backward";
-  const BackwardOperands o = backward_operands(grad_y, x, y, relu, op);
+  const BackwardOperands o = backward_operands(grad_y, x, Tensor(), false, op);
   const ChannelLayout& L = o.L;
   const int64_t N = L.N, C = L.C, S = L.S, G = groups;
   check_groups(L, groups, x, op);
@@ -169,6 +173,13 @@ BatchNormGrads group_norm_backward(const Tensor& grad_y, const Tensor& x, int64_
              "{}: saved statistics must have shape [{}, {}] for x of shape {} and groups={}, got {} and {}", op, N, G,
              to_string(x.shape()), G, saved.mean.defined() ? to_string(saved.mean.shape()) : "undefined",
              saved.inv_std.defined() ? to_string(saved.inv_std.shape()) : "undefined");
+  if (relu) {
+    PEEL_CHECK(saved.scale.defined() && saved.shift.defined() && saved.scale.shape() == Shape({N, C}) &&
+                   saved.shift.shape() == Shape({N, C}),
+               "{}: fused ReLU needs the forward's saved scale and shift of shape [{}, {}], got {} and {}", op, N, C,
+               saved.scale.defined() ? to_string(saved.scale.shape()) : "undefined",
+               saved.shift.defined() ? to_string(saved.shift.shape()) : "undefined");
+  }
   const Tensor mean_c = saved.mean.contiguous(), inv_std_c = saved.inv_std.contiguous();
   const float* mean = mean_c.data();
   const float* inv_std = inv_std_c.data();
@@ -183,23 +194,34 @@ BatchNormGrads group_norm_backward(const Tensor& grad_y, const Tensor& x, int64_
   if (L.numel() == 0) return grads;
   const float* gd = o.g.data();
   const float* xd = o.x.data();
-  const float* yd = relu ? o.y.data() : nullptr;
 
-  // Per (n, c): sg = sum g, sgx = sum g * (x - mean of the group).
-  Tensor hold_d, hold_f;
+  // Per (n, c): sg = sum g', sgx = sum g' * (x - mean of the group), g' masked by the fused ReLU
+  // where the forward's pre-activation (x - mean) * scale + shift was <= 0.
+  Tensor hold_d, hold_f, hold_c;
   double* sg = scratch_doubles(hold_d, 3 * N * C);
   double* sgx = sg + N * C;
   double* center = sgx + N * C;
+  float* center_f = scratch_floats(hold_c, N * C);  // the forward's float centre
   for (int64_t n = 0; n < N; ++n)
-    for (int64_t c = 0; c < C; ++c) center[n * C + c] = mean[n * G + c / Cg];
+    for (int64_t c = 0; c < C; ++c) {
+      center_f[n * C + c] = mean[n * G + c / Cg];
+      center[n * C + c] = center_f[n * C + c];
+    }
+  const Tensor scale_c = relu ? saved.scale.contiguous() : Tensor(),
+               shift_c = relu ? saved.shift.contiguous() : Tensor();
+  const float* fa = relu ? scale_c.data() : nullptr;
+  const float* fb = relu ? shift_c.data() : nullptr;
+  auto relu_of = [&](int64_t n) { return AffineCoefficients{center_f + n * C, fa + n * C, fb + n * C}; };
   per_sample_channel_sums(
       L, sg, sgx,
       [&](int64_t n, int64_t r0, int64_t rows, int64_t c0, int64_t c1, double* p1, double* p2) {
         const int64_t at = (n * S + r0) * C;
-        rows_grad_sums(gd + at, xd + at, relu ? yd + at : nullptr, relu, rows, C, c0, c1, center + n * C, p1, p2);
+        if (relu) return rows_grad_sums(gd + at, xd + at, relu_of(n), rows, C, c0, c1, center + n * C, p1, p2);
+        rows_grad_sums(gd + at, xd + at, nullptr, false, rows, C, c0, c1, center + n * C, p1, p2);
       },
       [&](int64_t p, double& a1, double& a2) {
-        plane_grad_sums(gd + p * S, xd + p * S, relu ? yd + p * S : nullptr, relu, S, center[p], a1, a2);
+        if (relu) return plane_grad_sums(gd + p * S, xd + p * S, center_f[p], fa[p], fb[p], S, center[p], a1, a2);
+        plane_grad_sums(gd + p * S, xd + p * S, nullptr, false, S, center[p], a1, a2);
       });
 
   // Per (n, g), with g' = gamma * g and xhat = (x - mean) * inv_std over D = Cg * S values:
@@ -231,14 +253,19 @@ BatchNormGrads group_norm_backward(const Tensor& grad_y, const Tensor& x, int64_
   if (L.rows) {
     for_rows_by_sample(L, [&](int64_t n, int64_t r0, int64_t r1) {
       const int64_t off = n * C;
-      rows_input_grad(gd + r0 * C, xd + r0 * C, relu ? yd + r0 * C : nullptr, relu, dx + r0 * C, r1 - r0, C,
-                      {A + off, B + off, ctr + off, K + off});
+      const BackwardCoefficients k{A + off, B + off, ctr + off, K + off};
+      if (relu) return rows_input_grad(gd + r0 * C, xd + r0 * C, relu_of(n), dx + r0 * C, r1 - r0, C, k);
+      rows_input_grad(gd + r0 * C, xd + r0 * C, nullptr, false, dx + r0 * C, r1 - r0, C, k);
     });
   } else {
     parallel_for(N * C, std::max<int64_t>(1, kElementsPerTask / S), [&](int64_t p0, int64_t p1) {
-      for (int64_t p = p0; p < p1; ++p)
-        plane_input_grad(gd + p * S, xd + p * S, relu ? yd + p * S : nullptr, relu, dx + p * S, S, A[p], B[p], ctr[p],
-                         K[p]);
+      for (int64_t p = p0; p < p1; ++p) {
+        if (relu) {
+          plane_input_grad(gd + p * S, xd + p * S, center_f[p], fa[p], fb[p], dx + p * S, S, A[p], B[p], ctr[p], K[p]);
+        } else {
+          plane_input_grad(gd + p * S, xd + p * S, nullptr, false, dx + p * S, S, A[p], B[p], ctr[p], K[p]);
+        }
+      }
     });
   }
   if (gamma.defined()) {

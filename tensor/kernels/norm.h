@@ -69,13 +69,15 @@ BatchNormGrads batch_norm_eval_backward(const Tensor& grad_y, const Tensor& x, c
 // or the last axis of an (N, D) input. gamma/beta are per channel and may be undefined. Biased
 // variance, eps inside the square root; the backward's gamma/beta gradients are defined when gamma is.
 // With `relu` the output is relu(gn(x)) in the same pass, and the backward masks grad_y where the
-// forward's y <= 0 (as batch norm's fused ReLU; y is read only then).
+// forward's output was 0, re-evaluating its pre-activation from x and `saved` bit for bit (as
+// batch norm's fused ReLU), so it needs no copy of y.
 struct GroupNormSaved {
   Tensor mean, inv_std;  // (N, G)
+  Tensor scale, shift;   // (N, C): the forward's affine, y = relu?((x - mean of the group) * scale + shift)
 };
 Tensor group_norm_forward(const Tensor& x, int64_t groups, const Tensor& gamma, const Tensor& beta, float eps,
                           GroupNormSaved& saved, bool relu = false);
 BatchNormGrads group_norm_backward(const Tensor& grad_y, const Tensor& x, int64_t groups, const Tensor& gamma,
-                                   const GroupNormSaved& saved, const Tensor& y = Tensor(), bool relu = false);
+                                   const GroupNormSaved& saved, bool relu = false);
 
 }  // namespace peel

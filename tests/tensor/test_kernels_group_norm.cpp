@@ -170,13 +170,14 @@ TEST(GroupNorm, FusedReluIsTheReluOfTheNormAndMasksItsGradient) {
         }
       }
       EXPECT_GT(zeros, 0u) << what << ": the ReLU should cut something";
-      // The backward with the fused ReLU is the plain backward of the masked gradient.
+      // The backward with the fused ReLU is the plain backward of the masked gradient, to the bit:
+      // its mask, re-evaluated from x and the saved affine, is exactly where y is 0.
       const Tensor gy_masked = in_layout(Tensor::from_vector(masked, gc.shape), l);
       const BatchNormGrads want = group_norm_backward(gy_masked, xl, gc.groups, gamma, plain_saved);
-      const BatchNormGrads got = group_norm_backward(gyl, xl, gc.groups, gamma, relu_saved, y_relu, true);
-      expect_close(got.x, to_double(want.x), 1e-6, 1e-6, what + " dx");
-      expect_close(got.gamma, to_double(want.gamma), 1e-6, 1e-6, what + " dgamma");
-      expect_close(got.beta, to_double(want.beta), 1e-6, 1e-6, what + " dbeta");
+      const BatchNormGrads got = group_norm_backward(gyl, xl, gc.groups, gamma, relu_saved, true);
+      EXPECT_EQ(got.x.to_vector(), want.x.to_vector()) << what << " dx";
+      EXPECT_EQ(got.gamma.to_vector(), want.gamma.to_vector()) << what << " dgamma";
+      EXPECT_EQ(got.beta.to_vector(), want.beta.to_vector()) << what << " dbeta";
     }
   }
 }
@@ -221,4 +222,7 @@ TEST(GroupNormErrors, BadShapesAndArgumentsAreNamed) {
   group_norm_forward(x, 3, Tensor(), Tensor(), 1e-5f, saved);
   EXPECT_THAT([&] { group_norm_backward(x, x, 1, Tensor(), saved); },
               ThrowsErrorWith("group_norm_backward", "[2, 1]", "[2, 3]"));
+  const GroupNormSaved statistics_only{saved.mean, saved.inv_std};
+  EXPECT_THAT([&] { group_norm_backward(x, x, 3, Tensor(), statistics_only, true); },
+              ThrowsErrorWith("group_norm_backward", "fused ReLU", "scale and shift", "[2, 3]"));
 }
