@@ -93,11 +93,7 @@ void batch_grad_sums(const float* g, const float* x, const AffineCoefficients* r
         const int64_t r0 = rb * b.rows_per_block, rows = std::min(b.rows_per_block, M - r0);
         std::fill(p1 + rb * C + c0, p1 + rb * C + c1, 0.0);
         std::fill(p2 + rb * C + c0, p2 + rb * C + c1, 0.0);
-        if (relu_of != nullptr) {
-          rows_grad_sums(g + r0 * C, x + r0 * C, *relu_of, rows, C, c0, c1, center, p1 + rb * C, p2 + rb * C);
-        } else {
-          rows_grad_sums(g + r0 * C, x + r0 * C, nullptr, false, rows, C, c0, c1, center, p1 + rb * C, p2 + rb * C);
-        }
+        rows_grad_sums(g + r0 * C, x + r0 * C, relu_of, rows, C, c0, c1, center, p1 + rb * C, p2 + rb * C);
       }
     });
     for (int64_t c = 0; c < C; ++c) {
@@ -115,12 +111,7 @@ void batch_grad_sums(const float* g, const float* x, const AffineCoefficients* r
   parallel_for(L.N * C, std::max<int64_t>(1, kElementsPerTask / S), [&](int64_t q0, int64_t q1) {
     for (int64_t p = q0; p < q1; ++p) {
       const int64_t c = p % C;
-      if (relu_of != nullptr) {
-        plane_grad_sums(g + p * S, x + p * S, relu_of->center[c], relu_of->a[c], relu_of->b[c], S, center[c],
-                        part[2 * p], part[2 * p + 1]);
-      } else {
-        plane_grad_sums(g + p * S, x + p * S, nullptr, false, S, center[c], part[2 * p], part[2 * p + 1]);
-      }
+      plane_grad_sums(g + p * S, x + p * S, relu_of, c, S, center[c], part[2 * p], part[2 * p + 1]);
     }
   });
   for (int64_t c = 0; c < C; ++c) {
@@ -156,20 +147,14 @@ void apply_input_grad(const float* g, const float* x, const AffineCoefficients* 
   const int64_t C = L.C, S = L.S;
   if (L.rows) {
     parallel_for(L.N * S, std::max<int64_t>(1, kElementsPerTask / C), [&](int64_t r0, int64_t r1) {
-      if (relu_of != nullptr) return rows_input_grad(g + r0 * C, x + r0 * C, *relu_of, dx + r0 * C, r1 - r0, C, k);
-      rows_input_grad(g + r0 * C, x + r0 * C, nullptr, false, dx + r0 * C, r1 - r0, C, k);
+      rows_input_grad(g + r0 * C, x + r0 * C, relu_of, dx + r0 * C, r1 - r0, C, k);
     });
     return;
   }
   parallel_for(L.N * C, std::max<int64_t>(1, kElementsPerTask / S), [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t c = p % C;
-      if (relu_of != nullptr) {
-        plane_input_grad(g + p * S, x + p * S, relu_of->center[c], relu_of->a[c], relu_of->b[c], dx + p * S, S, k.A[c],
-                         k.B[c], k.center[c], k.K[c]);
-      } else {
-        plane_input_grad(g + p * S, x + p * S, nullptr, false, dx + p * S, S, k.A[c], k.B[c], k.center[c], k.K[c]);
-      }
+      plane_input_grad(g + p * S, x + p * S, relu_of, c, dx + p * S, S, k.A[c], k.B[c], k.center[c], k.K[c]);
     }
   });
 }

@@ -211,17 +211,21 @@ BatchNormGrads group_norm_backward(const Tensor& grad_y, const Tensor& x, int64_
                shift_c = relu ? saved.shift.contiguous() : Tensor();
   const float* fa = relu ? scale_c.data() : nullptr;
   const float* fb = relu ? shift_c.data() : nullptr;
-  auto relu_of = [&](int64_t n) { return AffineCoefficients{center_f + n * C, fa + n * C, fb + n * C}; };
+  // The forward's affine over all (sample, channel) pairs, and one sample's (only with the ReLU).
+  const AffineCoefficients all_samples{center_f, fa, fb};
+  const AffineCoefficients* relu_of = relu ? &all_samples : nullptr;
+  auto sample_affine = [&](int64_t n) {
+    return relu ? AffineCoefficients{center_f + n * C, fa + n * C, fb + n * C} : AffineCoefficients{};
+  };
   per_sample_channel_sums(
       L, sg, sgx,
       [&](int64_t n, int64_t r0, int64_t rows, int64_t c0, int64_t c1, double* p1, double* p2) {
         const int64_t at = (n * S + r0) * C;
-        if (relu) return rows_grad_sums(gd + at, xd + at, relu_of(n), rows, C, c0, c1, center + n * C, p1, p2);
-        rows_grad_sums(gd + at, xd + at, nullptr, false, rows, C, c0, c1, center + n * C, p1, p2);
+        const AffineCoefficients f = sample_affine(n);
+        rows_grad_sums(gd + at, xd + at, relu ? &f : nullptr, rows, C, c0, c1, center + n * C, p1, p2);
       },
       [&](int64_t p, double& a1, double& a2) {
-        if (relu) return plane_grad_sums(gd + p * S, xd + p * S, center_f[p], fa[p], fb[p], S, center[p], a1, a2);
-        plane_grad_sums(gd + p * S, xd + p * S, nullptr, false, S, center[p], a1, a2);
+        plane_grad_sums(gd + p * S, xd + p * S, relu_of, p, S, center[p], a1, a2);
       });
 
   // Per (n, g), with g' = gamma * g and xhat = (x - mean) * inv_std over D = Cg * S values:
@@ -253,19 +257,14 @@ BatchNormGrads group_norm_backward(const Tensor& grad_y, const Tensor& x, int64_
   if (L.rows) {
     for_rows_by_sample(L, [&](int64_t n, int64_t r0, int64_t r1) {
       const int64_t off = n * C;
-      const BackwardCoefficients k{A + off, B + off, ctr + off, K + off};
-      if (relu) return rows_input_grad(gd + r0 * C, xd + r0 * C, relu_of(n), dx + r0 * C, r1 - r0, C, k);
-      rows_input_grad(gd + r0 * C, xd + r0 * C, nullptr, false, dx + r0 * C, r1 - r0, C, k);
+      const AffineCoefficients f = sample_affine(n);
+      rows_input_grad(gd + r0 * C, xd + r0 * C, relu ? &f : nullptr, dx + r0 * C, r1 - r0, C,
+                      {A + off, B + off, ctr + off, K + off});
     });
   } else {
     parallel_for(N * C, std::max<int64_t>(1, kElementsPerTask / S), [&](int64_t p0, int64_t p1) {
-      for (int64_t p = p0; p < p1; ++p) {
-        if (relu) {
-          plane_input_grad(gd + p * S, xd + p * S, center_f[p], fa[p], fb[p], dx + p * S, S, A[p], B[p], ctr[p], K[p]);
-        } else {
-          plane_input_grad(gd + p * S, xd + p * S, nullptr, false, dx + p * S, S, A[p], B[p], ctr[p], K[p]);
-        }
-      }
+      for (int64_t p = p0; p < p1; ++p)
+        plane_input_grad(gd + p * S, xd + p * S, relu_of, p, dx + p * S, S, A[p], B[p], ctr[p], K[p]);
     });
   }
   if (gamma.defined()) {

@@ -290,14 +290,17 @@ void plane_grad_sums(const float* g, const float* x, const float* y, bool mask, 
   plane_sums(GradTerms<false>{g, x, y}, S, center, sg, sgx);
 }
 
-void rows_grad_sums(const float* g, const float* x, const AffineCoefficients& relu_of, int64_t rows, int64_t C,
+void rows_grad_sums(const float* g, const float* x, const AffineCoefficients* relu_of, int64_t rows, int64_t C,
                     int64_t c0, int64_t c1, const double* center, double* sg, double* sgx) {
-  rows_sums(PreactivationGradTerms{g, x, {relu_of.center, relu_of.a, relu_of.b}}, rows, C, c0, c1, center, sg, sgx);
+  if (relu_of == nullptr) return rows_sums(GradTerms<false>{g, x, nullptr}, rows, C, c0, c1, center, sg, sgx);
+  rows_sums(PreactivationGradTerms{g, x, {relu_of->center, relu_of->a, relu_of->b}}, rows, C, c0, c1, center, sg, sgx);
 }
 
-void plane_grad_sums(const float* g, const float* x, float relu_center, float relu_a, float relu_b, int64_t S,
+void plane_grad_sums(const float* g, const float* x, const AffineCoefficients* relu_of, int64_t coefficient, int64_t S,
                      double center, double& sg, double& sgx) {
-  const PreactivationMask mask{nullptr, nullptr, nullptr, relu_center, relu_a, relu_b, true};
+  if (relu_of == nullptr) return plane_sums(GradTerms<false>{g, x, nullptr}, S, center, sg, sgx);
+  const int64_t i = coefficient;
+  const PreactivationMask mask{nullptr, nullptr, nullptr, relu_of->center[i], relu_of->a[i], relu_of->b[i], true};
   plane_sums(PreactivationGradTerms{g, x, mask}, S, center, sg, sgx);
 }
 
@@ -391,13 +394,17 @@ void plane_input_grad(const float* g, const float* x, const float* y, bool mask,
   plane_input_grad_impl<false>(g, x, y, dx, S, A, B, center, K);
 }
 
-void rows_input_grad(const float* g, const float* x, const AffineCoefficients& relu_of, float* dx, int64_t rows,
+void rows_input_grad(const float* g, const float* x, const AffineCoefficients* relu_of, float* dx, int64_t rows,
                      int64_t C, const BackwardCoefficients& k) {
-  rows_input_grad_preactivation(g, x, dx, rows, C, relu_of, k.A, k.B, k.center, k.K);
+  if (relu_of == nullptr) return rows_input_grad_impl<false>(g, x, nullptr, dx, rows, C, k.A, k.B, k.center, k.K);
+  rows_input_grad_preactivation(g, x, dx, rows, C, *relu_of, k.A, k.B, k.center, k.K);
 }
 
-void plane_input_grad(const float* __restrict g, const float* __restrict x, float relu_center, float relu_a,
-                      float relu_b, float* __restrict dx, int64_t S, float A, float B, float center, float K) {
+void plane_input_grad(const float* __restrict g, const float* __restrict x, const AffineCoefficients* relu_of,
+                      int64_t coefficient, float* __restrict dx, int64_t S, float A, float B, float center, float K) {
+  if (relu_of == nullptr) return plane_input_grad_impl<false>(g, x, nullptr, dx, S, A, B, center, K);
+  const float relu_center = relu_of->center[coefficient], relu_a = relu_of->a[coefficient],
+              relu_b = relu_of->b[coefficient];
   for (int64_t s = 0; s < S; ++s) {
     const float v = (x[s] - relu_center) * relu_a + relu_b;
     const float gm = v <= 0.f ? 0.f : g[s];

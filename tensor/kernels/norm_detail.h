@@ -76,16 +76,18 @@ void plane_grad_sums(const float* g, const float* x, const float* y, bool mask, 
                      double& sgx);
 
 // The same sums with the fused ReLU's mask recomputed from x instead of read from y: g' = g where
-// the forward's pre-activation (x - relu_of.center) * relu_of.a + relu_of.b is > 0 (so a NaN
-// passes, as with y). This file is compiled without contracting a * b + c into one rounding, so
-// the pre-activation here is bit for bit the one rows_affine / plane_affine computed, and the mask
-// is exactly y's; the backward then reads two tensors (g, x) instead of three.
+// the forward's pre-activation (x - relu_of->center) * relu_of->a + relu_of->b is > 0 (so a NaN
+// passes, as with y); relu_of null means no mask. This file is compiled without contracting
+// a * b + c into one rounding, so the pre-activation here is bit for bit the one rows_affine /
+// plane_affine computed, and the mask is exactly y's; the backward then reads two tensors (g, x)
+// instead of three. Rows form: relu_of's arrays are per channel; planes form: they are read at
+// `coefficient` (the plane's channel, or its sample and channel).
 struct AffineCoefficients {
   const float *center, *a, *b;
 };
-void rows_grad_sums(const float* g, const float* x, const AffineCoefficients& relu_of, int64_t rows, int64_t C,
+void rows_grad_sums(const float* g, const float* x, const AffineCoefficients* relu_of, int64_t rows, int64_t C,
                     int64_t c0, int64_t c1, const double* center, double* sg, double* sgx);
-void plane_grad_sums(const float* g, const float* x, float relu_center, float relu_a, float relu_b, int64_t S,
+void plane_grad_sums(const float* g, const float* x, const AffineCoefficients* relu_of, int64_t coefficient, int64_t S,
                      double center, double& sg, double& sgx);
 
 // out = relu?((x - center) * a + b), per channel (rows form: arrays of C; planes form: scalars).
@@ -102,10 +104,11 @@ void rows_input_grad(const float* g, const float* x, const float* y, bool mask, 
                      const BackwardCoefficients& k);
 void plane_input_grad(const float* g, const float* x, const float* y, bool mask, float* dx, int64_t S, float A, float B,
                       float center, float K);
-// The same with g' masked where the forward's pre-activation is <= 0 (see rows_grad_sums above).
-void rows_input_grad(const float* g, const float* x, const AffineCoefficients& relu_of, float* dx, int64_t rows,
+// The same with g' masked where the forward's pre-activation is <= 0, or not at all when relu_of
+// is null (see rows_grad_sums above).
+void rows_input_grad(const float* g, const float* x, const AffineCoefficients* relu_of, float* dx, int64_t rows,
                      int64_t C, const BackwardCoefficients& k);
-void plane_input_grad(const float* g, const float* x, float relu_center, float relu_a, float relu_b, float* dx,
+void plane_input_grad(const float* g, const float* x, const AffineCoefficients* relu_of, int64_t coefficient, float* dx,
                       int64_t S, float A, float B, float center, float K);
 
 // Synchronised statistics: turns this shard's per-channel mean and m2 (sum of squared deviations,
