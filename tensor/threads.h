@@ -1,10 +1,13 @@
-// One thread knob for everything: our OpenMP loops, OpenBLAS and oneDNN (which runs on OpenMP).
+// One thread knob for everything: peel's loops (its own pool), OpenBLAS and oneDNN (which runs on OpenMP).
 #pragma once
 
 #include <omp.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
+
+#include "tensor/thread_pool.h"
 
 namespace peel {
 
@@ -13,7 +16,8 @@ void set_num_threads(int n);
 int num_threads();
 
 // How long an idle OpenMP thread spins before it sleeps (libgomp's GOMP_SPINCOUNT, in spin-loop
-// iterations). libgomp's own default, 300000, is milliseconds of spinning at every barrier: on a
+// iterations). peel's own loops run on its pool (thread_pool.h); OpenMP's threads are OpenBLAS's
+// and oneDNN's. libgomp's own default, 300000, is milliseconds of spinning at every barrier: on a
 // machine whose cores are busy with other work the spinning threads take the CPU from the one
 // thread everyone waits for, and a training step ran 5-10x slower (docs/performance.md). A short
 // spin still bridges the gaps between the back-to-back parallel regions of one step.
@@ -25,25 +29,32 @@ inline constexpr const char* kSpinCount = "3000";
 // the re-execution fails (the program then runs with libgomp's default).
 void adopt_wait_policy(char** argv);
 
-// Calls body(begin, end) on contiguous chunks of [0, n). The split depends only on n, grain and
-// the thread count, so a kernel whose chunks do independent work gives identical bits run to run.
-// Runs inline (no parallel region) when there is too little work to share.
+// Calls body(begin, end) on contiguous chunks of [0, n), on peel's thread pool (thread_pool.h). The
+// split depends only on n, grain and the thread count, never on which thread runs a chunk, so a
+// kernel whose chunks do independent work gives identical bits run to run.
+// Runs inline when there is too little work to share, or inside another parallel_for or an OpenMP
+// region (the im2col backend's).
 template <class Body>
 void parallel_for(int64_t n, int64_t grain, Body&& body) {
   if (n <= 0) return;
   const int64_t max_chunks = std::max<int64_t>(1, n / std::max<int64_t>(grain, 1));
-  const int threads = static_cast<int>(std::min<int64_t>(num_threads(), max_chunks));
-  if (threads <= 1 || omp_in_parallel()) {
+  const int64_t chunks = std::min<int64_t>(num_threads(), max_chunks);
+  if (chunks <= 1 || pool::in_parallel() || omp_in_parallel()) {
     body(int64_t{0}, n);
     return;
   }
-#pragma omp parallel num_threads(threads)
-  {
-    const int64_t t = omp_get_thread_num();
-    const int64_t begin = n * t / threads;
-    const int64_t end = n * (t + 1) / threads;
-    if (begin < end) body(begin, end);
-  }
+  struct Split {
+    std::remove_reference_t<Body>* body;
+    int64_t n, chunks;
+  } split{&body, n, chunks};
+  pool::run(
+      chunks,
+      [](void* context, int64_t chunk) {
+        const Split& s = *static_cast<const Split*>(context);
+        const int64_t begin = s.n * chunk / s.chunks, end = s.n * (chunk + 1) / s.chunks;
+        if (begin < end) (*s.body)(begin, end);
+      },
+      &split);
 }
 
 }  // namespace peel

@@ -51,11 +51,14 @@ class OpenBlasSingleThreaded {
 template <class Body>
 void for_each_chunk(const ConvProblem& p, int64_t chunk, int64_t tasks, Body&& body) {
   const int64_t chunks = (p.N + chunk - 1) / chunk;
-  parallel_for(tasks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t)
-      for (int64_t c = chunks * t / tasks; c < chunks * (t + 1) / tasks; ++c)
-        body(t, c * chunk, std::min(p.N, (c + 1) * chunk));
-  });
+  // An OpenMP region, not parallel_for's pool: Debian's OpenBLAS is its OpenMP build, whose GEMM
+  // keeps its buffers per OpenMP thread, so concurrent calls are safe only from the threads of an
+  // OpenMP team (from pool threads they share one buffer and the results come out garbled).
+  const int team = static_cast<int>(std::max<int64_t>(1, tasks));
+#pragma omp parallel for num_threads(team) schedule(static, 1)
+  for (int64_t t = 0; t < tasks; ++t)
+    for (int64_t c = chunks * t / tasks; c < chunks * (t + 1) / tasks; ++c)
+      body(t, c * chunk, std::min(p.N, (c + 1) * chunk));
 }
 
 int64_t task_count(const ConvProblem& p, int64_t chunk) {
