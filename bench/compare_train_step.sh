@@ -88,7 +88,7 @@ run() {
 load="$(cut -d ' ' -f 1 /proc/loadavg)"
 echo "# $(nproc) cores, load average $load, threads $threads, batch $batch, norm $norm, rounds $rounds"
 if awk -v l="$load" 'BEGIN {exit !(l > 0.5)}'; then
-  echo "# warning: the machine is busy; with OpenMP threads competing for cores the figures drop sharply" >&2
+  echo "# warning: the machine is busy; with threads competing for the cores the figures drop sharply" >&2
 fi
 
 declare -A rate rss
