@@ -134,7 +134,7 @@ void pack_nhwc(const ImageView& src, int64_t pad_h, int64_t pad_w, int64_t rows,
 // channel is o and k is c; for backward-data the blocked channel is c and k is o.
 // A template so that each direction gets its own specialised copy (defined for both).
 template <bool kBlockedIsInput>
-Tensor pack_weights(const Tensor& w, const ConvProblem& p, int ob);
+Tensor pack_weights(const DirectKernels& k, const Tensor& w, const ConvProblem& p, int ob);
 
 // ---- Plans (direct_plan.cpp) -------------------------------------------------------------------
 

@@ -92,7 +92,7 @@ void pack_nhwc(const ImageView& src, int64_t pad_h, int64_t pad_w, int64_t rows,
 }
 
 template <bool kBlockedIsInput>
-Tensor pack_weights(const Tensor& w, const ConvProblem& p, int ob) {
+Tensor pack_weights(const DirectKernels& k, const Tensor& w, const ConvProblem& p, int ob) {
   const int64_t blocked = kBlockedIsInput ? p.C : p.O, kdim = kBlockedIsInput ? p.O : p.C;
   const int64_t blocks = ceil_div(blocked, kBlock), taps = p.KH * p.KW;
   // Along the packed row, the blocked channel steps the weight index by taps (input channels) or
@@ -101,28 +101,29 @@ Tensor pack_weights(const Tensor& w, const ConvProblem& p, int ob) {
   Tensor packed = Tensor::empty({blocks * kBlock * taps * kdim});
   float* dst = packed.data();
   const float* src = w.data();
-  // Each (group, tap, k) row is `width` contiguous packed floats, independent of the others; the
-  // rows are shared among the threads (the pack runs every step, and serially it was 9% of a batch-2
-  // step with the other thread idle).
+  // For one group and one k, the source is `valid` runs of `taps` contiguous floats (one per
+  // blocked channel, lane_stride apart) and the destination is `taps` rows of `width` lanes
+  // (kdim * width apart): a transpose, done in 8x8 register blocks (element by element it was
+  // 7% of a batch-2 step, which packs every weight twice per step). The (group, k) pairs are
+  // shared among the threads.
   const std::vector<BlockGroup> groups = block_groups(blocks, ob);
-  const int64_t rows_per_group = taps * kdim;
-  const int64_t rows = static_cast<int64_t>(groups.size()) * rows_per_group;
-  parallel_for(rows, std::max<int64_t>(1, 8192 / (ob * kBlock)), [&](int64_t r0, int64_t r1) {
+  const int64_t pairs = static_cast<int64_t>(groups.size()) * kdim;
+  parallel_for(pairs, std::max<int64_t>(1, 8192 / (ob * kBlock * taps)), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
-      const BlockGroup& grp = groups[r / rows_per_group];
-      const int64_t t = r % rows_per_group / kdim, k = r % kdim;
+      const BlockGroup& grp = groups[r / kdim];
+      const int64_t kk = r % kdim;
       const int64_t width = grp.ob * kBlock, first = grp.first_block * kBlock;
       const int64_t valid = std::min(width, blocked - first);
-      float* v = dst + first * taps * kdim + (t * kdim + k) * width;
-      const float* s = src + (kBlockedIsInput ? (k * p.C + first) * taps : (first * p.C + k) * taps) + t;
-      for (int64_t l = 0; l < valid; ++l) v[l] = s[l * lane_stride];
-      for (int64_t l = valid; l < width; ++l) v[l] = 0.f;
+      float* v = dst + first * taps * kdim + kk * width;
+      const float* s = src + (kBlockedIsInput ? (kk * p.C + first) * taps : (first * p.C + kk) * taps);
+      k.transpose(s, lane_stride, valid, taps, v, kdim * width);
+      for (int64_t t = 0; t < taps; ++t) std::fill(v + t * kdim * width + valid, v + t * kdim * width + width, 0.f);
     }
   });
   return packed;
 }
 
-template Tensor pack_weights<false>(const Tensor& w, const ConvProblem& p, int ob);
-template Tensor pack_weights<true>(const Tensor& w, const ConvProblem& p, int ob);
+template Tensor pack_weights<false>(const DirectKernels& k, const Tensor& w, const ConvProblem& p, int ob);
+template Tensor pack_weights<true>(const DirectKernels& k, const Tensor& w, const ConvProblem& p, int ob);
 
 }  // namespace peel::conv_detail::direct

@@ -127,7 +127,7 @@ void image_tile_pass(const DirectKernels& k, const ImagePlan& plan, const Tensor
   const int64_t out_c = kBackwardData ? p.C : p.O, kdim = kBackwardData ? p.O : p.C;
   const int64_t out_h = kBackwardData ? p.H : p.OH, out_w = kBackwardData ? p.W : p.OW;
   const int64_t src_w = kBackwardData ? p.OW : p.W;
-  const Tensor wpack = pack_weights<kBackwardData>(w, p, plan.ob);
+  const Tensor wpack = pack_weights<kBackwardData>(k, w, p, plan.ob);
   std::vector<PositionTaps> taps_by_ob(kMaxOB + 1);
   for (const BlockGroup& grp : block_groups(ceil_div(out_c, kBlock), plan.ob))
     if (taps_by_ob[grp.ob].begin.empty())
@@ -197,7 +197,7 @@ Tensor direct_forward(const Tensor& x, const Tensor& w, const Tensor& bias, cons
 
   const RowPlan& plan = chosen.rows;
   const std::vector<BlockGroup> groups = block_groups(blocks, plan.ob);
-  const Tensor wpack = pack_weights<false>(w, p, plan.ob);
+  const Tensor wpack = pack_weights<false>(K, w, p, plan.ob);
   TapList taps_by_ob[kMaxOB + 1];
   for (const BlockGroup& grp : groups)
     if (taps_by_ob[grp.ob].taps.empty()) taps_by_ob[grp.ob] = tap_list(grp.ob);
@@ -318,7 +318,7 @@ Tensor direct_backward_data(const Tensor& gy, const Tensor& w, const ConvProblem
 
   const RowPlan& plan = chosen.rows;
   const std::vector<BlockGroup> groups = block_groups(blocks, plan.ob);
-  const Tensor wpack = pack_weights<true>(w, p, plan.ob);
+  const Tensor wpack = pack_weights<true>(K, w, p, plan.ob);
   for (Residue& res : residues)
     for (const BlockGroup& grp : groups)
       if (grp.ob != 1 && res.taps[grp.ob].taps.empty()) res.taps[grp.ob] = residue_taps(res.rh, res.rw, grp.ob);

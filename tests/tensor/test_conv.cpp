@@ -17,6 +17,7 @@
 #include "tensor/random.h"
 #include "tensor/simd/kernels.h"
 #include "tensor/storage.h"
+#include "tensor/threads.h"
 #include "tests/support/error_matchers.h"
 #include "tests/support/relative_error.h"
 
@@ -53,6 +54,7 @@ const std::vector<Case>& cases() {
       {2, 8, 5, 40, 48, 3, 3, Conv2dGeometry::square(1, 1)},      // wide rows: several column tiles
       {3, 40, 4, 4, 70, 3, 3, Conv2dGeometry::square(1, 1)},      // small images, many channels
       {2, 9, 13, 6, 21, 5, 5, Conv2dGeometry{3, 2, 2, 1, 1, 1}},  // 5x5, stride 3 by 2
+      {2, 24, 6, 5, 100, 3, 3, Conv2dGeometry::square(1, 1)},     // micro-batch, many channel groups
   };
   return all;
 }
@@ -226,6 +228,32 @@ TEST(Conv, RepeatedCallsGiveIdenticalBits) {
     EXPECT_EQ(conv2d_backward_weight(gy, x, w.shape(), g, b).to_vector(),
               conv2d_backward_weight(gy, x, w.shape(), g, b).to_vector());
   }
+}
+
+// At one image per thread the direct backend shares the channel groups among the threads instead
+// of the images, but sums each thread's run of images in the same order as before: so the result
+// is, bit for bit, the sum of the two images' gradients taken one image at a time.
+TEST(Conv, MicroBatchWeightGradientIsTheSumOfPerImageGradientsBitForBit) {
+  const int threads_before = num_threads();
+  set_num_threads(2);
+  Generator gen(13);
+  for (const bool padded : {true, false}) {
+    SCOPED_TRACE(padded ? "padded (packed images)" : "unpadded (images read in place)");
+    const Conv2dGeometry g = Conv2dGeometry::square(1, padded ? 1 : 0);
+    const Tensor x = normal({2, 64, 7, 7}, 0.f, 1.f, gen).channels_last();
+    const Shape ws{128, 64, 3, 3};
+    const Tensor gy = normal(conv2d_output_shape(x.shape(), ws, g), 0.f, 1.f, gen).channels_last();
+    const std::vector<float> both = conv2d_backward_weight(gy, x, ws, g, ConvBackend::kDirect).to_vector();
+    const std::vector<float> first =
+        conv2d_backward_weight(gy.slice(0, 0, 1), x.slice(0, 0, 1), ws, g, ConvBackend::kDirect).to_vector();
+    const std::vector<float> second =
+        conv2d_backward_weight(gy.slice(0, 1, 2), x.slice(0, 1, 2), ws, g, ConvBackend::kDirect).to_vector();
+    ASSERT_EQ(both.size(), first.size());
+    int64_t differing = 0;
+    for (size_t i = 0; i < both.size(); ++i) differing += both[i] != first[i] + second[i];
+    EXPECT_EQ(differing, 0) << "of " << both.size();
+  }
+  set_num_threads(threads_before);
 }
 
 TEST(Conv, RepeatedCallsAllocateNoNewLargeBuffers) {
