@@ -1,9 +1,12 @@
-// The direct backend's backward-weights pass. Each thread accumulates a (KH*KW*C) x O partial
-// gradient over its images, reading both operands channels-last: the O values of a grad_y pixel
-// are vector loads and the C values of the input pixel (KW*C when dilation is 1: adjacent taps are
-// adjacent pixels) are broadcasts. Output rows (and, per tap, columns) whose input lies in the
-// padding are skipped. The per-thread partials are summed in thread order, so results depend only
-// on the thread count. The register tile comes from the cost model (plan_wgrad, direct_plan.cpp).
+// The direct backend's backward-weights pass. The images are split into one run per thread; each
+// run is accumulated from zero into a (KH*KW*C) x O gradient, reading both operands
+// channels-last: the O values of a grad_y pixel are vector loads and the C values of the input
+// pixel (KW*C when dilation is 1: adjacent taps are adjacent pixels) are broadcasts. Output rows
+// (and, per tap, columns) whose input lies in the padding are skipped. The runs' sums are added in
+// run order, so results depend only on the thread count. At batch sizes of many images per thread
+// each thread runs one run into its own partial; at one or two images per thread the threads share
+// the output-channel groups instead, each summing every run for its channels (same bits, far less
+// memory traffic). The register tile comes from the cost model (plan_wgrad, direct_plan.cpp).
 #include <algorithm>
 #include <cstring>
 #include <utility>
