@@ -1,5 +1,5 @@
 // Batch norm (train mode, fused ReLU, forward + backward) and 2x2 max pooling (forward + backward)
-// on the small_cnn activation shapes at batch 128.
+// on the small_cnn activation shapes at batch 128, and the two as one op against the two kernels.
 //
 // The normalisation study's layers (nn/normalization.h), each a training step of the layer alone
 // (forward, then backward through autograd, channels-last input as the convolutions produce it) at
@@ -90,6 +90,39 @@ void BM_MaxPool2x2(benchmark::State& state) {
     benchmark::DoNotOptimize(gx.data());
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * x.numel() * sizeof(float) * 3.5));
+  set_num_threads(0);
+}
+
+// Batch norm with its ReLU, then a 2x2 max pool, forward and backward, training mode: the two
+// kernels one after the other (fused 0) or as one op (fused 1, tensor/kernels/norm.h), which
+// never writes the normalised map or the pool's full-size input gradient.
+void BM_BatchNormReluMaxPool(benchmark::State& state) {
+  const int64_t C = state.range(0), H = state.range(1);
+  const bool fused = state.range(2) != 0;
+  set_num_threads(static_cast<int>(state.range(3)));
+  Generator gen(3);
+  const Tensor x = activation(C, H, true, gen);
+  const Tensor gy = activation(C, H / 2, true, gen);
+  const Tensor gamma = normal({C}, 1.f, 0.1f, gen), beta = normal({C}, 0.f, 0.1f, gen);
+  Tensor running_mean = Tensor::zeros({C}), running_var = Tensor::ones({C});
+  const Pool2dGeometry pool{2, 2, 0};
+  for (auto _ : state) {
+    BatchNormSaved saved;
+    MaxPoolArgmax argmax;
+    Tensor y;
+    BatchNormGrads grads;
+    if (fused) {
+      y = batch_norm_relu_max_pool_train_forward(x, gamma, beta, running_mean, running_var, 0.1f, 1e-5f, pool, saved,
+                                                 argmax);
+      grads = batch_norm_relu_max_pool_train_backward(gy, x, gamma, saved, pool, argmax);
+    } else {
+      const Tensor z = batch_norm_train_forward(x, gamma, beta, running_mean, running_var, 0.1f, 1e-5f, saved, true);
+      y = max_pool2d_forward(z, pool, argmax);
+      grads = batch_norm_train_backward(max_pool2d_backward(gy, argmax, x.shape()), x, gamma, saved, true);
+    }
+    benchmark::DoNotOptimize(y.data());
+    benchmark::DoNotOptimize(grads.x.data());
+  }
   set_num_threads(0);
 }
 
@@ -189,6 +222,12 @@ void BM_WeightReparamSmallCnn(benchmark::State& state) {
 BENCHMARK(BM_BatchNormTrainFusedRelu)->Apply(small_cnn_shapes);
 BENCHMARK(BM_BatchNormTrainForward)->Apply(small_cnn_shapes);
 BENCHMARK(BM_MaxPool2x2)->Apply(pool_shapes);
+BENCHMARK(BM_BatchNormReluMaxPool)
+    ->ArgNames({"C", "H", "fused", "threads"})
+    ->ArgsProduct({{32}, {28}, {0, 1}, {1, 2}})
+    ->ArgsProduct({{64}, {14}, {0, 1}, {1, 2}})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
 BENCHMARK(BM_NormLayerTrainStep)->Apply(norm_layer_shapes);
 BENCHMARK(BM_WeightReparamSmallCnn)
     ->ArgNames({"ws0_wn1", "threads"})

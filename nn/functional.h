@@ -31,6 +31,11 @@ Variable group_norm(const Variable& x, int64_t groups, const Variable& gamma, co
                     bool relu = false);
 
 Variable max_pool2d(const Variable& x, const Pool2dGeometry& geometry);
+// max_pool2d(batch_norm(x, ..., training, fuse_relu)) in training mode as one op, the same bits in
+// every output and gradient, without the normalised map between them (tensor/kernels/norm.h).
+Variable batch_norm_relu_max_pool(const Variable& x, const Variable& gamma, const Variable& beta, Tensor& running_mean,
+                                  Tensor& running_var, float momentum, float eps, const Pool2dGeometry& pool,
+                                  const StatisticsSum& across = {});
 Variable avg_pool2d(const Variable& x, const Pool2dGeometry& geometry);
 Variable global_avg_pool(const Variable& x);  // (N,C,H,W) -> (N,C)
 

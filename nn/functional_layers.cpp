@@ -103,6 +103,25 @@ Variable max_pool2d(const Variable& x, const Pool2dGeometry& geometry) {
   });
 }
 
+Variable batch_norm_relu_max_pool(const Variable& x, const Variable& gamma, const Variable& beta, Tensor& running_mean,
+                                  Tensor& running_var, float momentum, float eps, const Pool2dGeometry& pool,
+                                  const StatisticsSum& across) {
+  const Tensor g = gamma.defined() ? gamma.value() : Tensor();
+  BatchNormSaved saved;
+  auto argmax = std::make_shared<MaxPoolArgmax>();
+  Tensor y =
+      batch_norm_relu_max_pool_train_forward(x.value(), g, beta.defined() ? beta.value() : Tensor(), running_mean,
+                                             running_var, momentum, eps, pool, saved, *argmax, across);
+  // The backward reads x, the saved statistics and the pool's choices; nothing at full resolution
+  // but x is kept.
+  return make_result(y, {x, gamma, beta}, "batch_norm_relu_max_pool",
+                     [xv = x.value(), g, saved, pool, argmax, across](const Tensor& gy, const std::vector<bool>&) {
+                       BatchNormGrads d =
+                           batch_norm_relu_max_pool_train_backward(gy, xv, g, saved, pool, *argmax, across);
+                       return Grads{d.x, d.gamma, d.beta};
+                     });
+}
+
 Variable avg_pool2d(const Variable& x, const Pool2dGeometry& geometry) {
   return make_result(avg_pool2d_forward(x.value(), geometry), {x}, "avg_pool2d",
                      [in = x.shape(), geometry](const Tensor& g, const std::vector<bool>&) {

@@ -1,8 +1,9 @@
 #include "nn/layers.h"
 
 #include <cmath>
+#include <typeinfo>
 
-#include "nn/eval_fold.h"
+#include "nn/fusion.h"
 #include "nn/normalization.h"
 #include "tensor/error.h"
 #include "tensor/kernels/norm_extra.h"
@@ -82,6 +83,14 @@ Variable BatchNorm::normalize(const Variable& x, bool relu) {
   return batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum, eps, relu, sync_statistics);
 }
 
+Variable BatchNorm::normalize_relu_max_pool(const Variable& x, const Pool2dGeometry& pool) {
+  PEEL_CHECK(x.dim() == 4 && x.size(1) == running_mean.numel(), "BatchNorm({}): input of shape {} is not (N, {}, H, W)",
+             running_mean.numel(), to_string(x.shape()), running_mean.numel());
+  PEEL_CHECK(is_training() && fuse_relu, "BatchNorm({}): the fused max pool is for training mode with a ReLU",
+             running_mean.numel());
+  return batch_norm_relu_max_pool(x, weight, bias, running_mean, running_var, momentum, eps, pool, sync_statistics);
+}
+
 GroupNorm::GroupNorm(int64_t groups_, int64_t channels, float eps_, bool relu_)
     : ReluSite(relu_), groups(groups_), eps(eps_) {
   PEEL_CHECK(groups > 0 && channels % groups == 0, "GroupNorm: {} channels cannot be split into {} groups", channels,
@@ -128,6 +137,15 @@ Variable Sequential::forward(const Variable& x) {
     // A convolution and the layer after it (a norm slot in every model here) go through
     // conv_then_norm, which folds an eval-mode batch norm into the convolution.
     if (auto* conv = dynamic_cast<Conv2d*>(layers_[i].get()); conv != nullptr && i + 1 < layers_.size()) {
+      // torchvision's vgg_bn layout, conv, norm, ReLU (an Identity here: the norm applies it), max
+      // pool, goes through conv_norm_max_pool, which runs the norm and the pool as one op in training.
+      auto* pool = i + 3 < layers_.size() ? dynamic_cast<MaxPool2d*>(layers_[i + 3].get()) : nullptr;
+      const Module* relu_slot = pool != nullptr ? layers_[i + 2].get() : nullptr;
+      if (relu_slot != nullptr && typeid(*relu_slot) == typeid(Identity)) {
+        h = conv_norm_max_pool(*conv, *layers_[i + 1], h, pool->geometry);
+        i += 3;
+        continue;
+      }
       h = conv_then_norm(*conv, *layers_[i + 1], h);
       ++i;
       continue;

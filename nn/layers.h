@@ -83,6 +83,9 @@ class BatchNorm : public ActivationSite {
   // Sync batch norm: set, training statistics are those of the whole batch split over processes
   // (experiments/distributed/); empty, this process's batch alone (PyTorch DDP's default).
   StatisticsSum sync_statistics;
+  // max_pool(relu(bn(x))) in training mode as one op (nn/fusion.h), the layer's statistics and
+  // parameters as forward() would use them.
+  Variable normalize_relu_max_pool(const Variable& x, const Pool2dGeometry& pool);
 
  protected:
   Variable pre_activation(const Variable& x) override { return normalize(x, false); }

@@ -4,7 +4,7 @@
 
 #include <cmath>
 
-#include "nn/eval_fold.h"
+#include "nn/fusion.h"
 #include "tensor/error.h"
 
 namespace peel::nn {
@@ -124,9 +124,9 @@ SmallCnn::SmallCnn(int64_t classes, int64_t in_channels, const NormFactory& norm
 Variable SmallCnn::features(const Variable& x) {
   const Pool2dGeometry pool{2, 2, 0};
   Variable h = conv_then_norm(*conv1, *bn1, x);  // the slots apply the ReLU
-  h = max_pool2d(conv_then_norm(*conv2, *bn2, h), pool);
+  h = conv_norm_max_pool(*conv2, *bn2, h, pool);
   h = conv_then_norm(*conv3, *bn3, h);
-  h = max_pool2d(conv_then_norm(*conv4, *bn4, h), pool);
+  h = conv_norm_max_pool(*conv4, *bn4, h, pool);
   h = conv_then_norm(*conv5, *bn5, h);
   return global_avg_pool(h);
 }

@@ -3,7 +3,9 @@
 // weight decay 5e-4, train mode), timed after warm-up, with any of the normalisations of
 // docs/normalization.md (--norm). Besides the images per second it reports the median time of
 // each phase of a step (zero_grad, forward, loss, backward, SGD step), measured in separate timed
-// steps so that the clock reads do not slow the throughput figure. The last line is one JSON object.
+// steps so that the clock reads do not slow the throughput figure. --no-fuse runs batch norm and
+// the max pool after it as two layers (nn/fusion.h), to measure what the one op buys. The last line
+// is one JSON object.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -15,6 +17,7 @@
 #include "experiments/cli/commands.h"
 #include "experiments/cli/options.h"
 #include "experiments/run/config.h"
+#include "nn/fusion.h"
 #include "nn/models.h"
 #include "optim/optimizer.h"
 #include "tensor/conv/conv.h"
@@ -27,7 +30,8 @@ namespace {
 
 struct BenchOptions {
   BenchModelOptions common;
-  int steps = 5;  // per repetition
+  int steps = 5;     // per repetition
+  bool fuse = true;  // batch norm, ReLU and max pool as one op where they apply (nn/fusion.h)
 };
 
 nlohmann::json environment_value(const char* name) {
@@ -37,6 +41,7 @@ nlohmann::json environment_value(const char* name) {
 
 void run_train_step_bench(const BenchOptions& options) {
   const BenchModelOptions& o = options.common;
+  nn::set_training_fusion(options.fuse);
   Generator gen(1);
   const BenchModel bench = make_bench_model(o, gen);
   const std::shared_ptr<nn::Network>& model = bench.model;
@@ -97,6 +102,7 @@ void run_train_step_bench(const BenchOptions& options) {
       {"bcn_batch_part", enum_name(o.bcn_batch_part)},
       {"batch", o.batch},
       {"threads", num_threads()},
+      {"batch_norm_pool_fused", options.fuse},
       // The OpenMP waiting policy the step ran with (tensor/threads.h: adopt_wait_policy).
       {"gomp_spincount", environment_value("GOMP_SPINCOUNT")},
       {"omp_wait_policy", environment_value("OMP_WAIT_POLICY")},
@@ -124,6 +130,7 @@ void register_bench_command(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
   add_bench_model_options(cmd, o->common);
   cmd->add_option("--steps", o->steps, "Steps per repetition")->check(CLI::Range(1, 100000));
+  cmd->add_flag("!--no-fuse", o->fuse, "Run batch norm and the max pool after it as two layers instead of one op");
   cmd->callback([o] {
     BenchOptions options = *o;
     options.common.threads = capped_threads(options.common.threads);

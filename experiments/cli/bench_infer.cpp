@@ -1,7 +1,7 @@
 // `peel bench infer`: the evaluation path the experiments spend most of their time in: a reference
 // model in eval mode (batch norm with running statistics), forward only, no graph recorded, on a
 // batch of random images in channels-last memory; timed after warm-up. Batch norm is folded into
-// the convolution before it, as in the experiments (nn/eval_fold.h); --no-fold runs the layers
+// the convolution before it, as in the experiments (nn/fusion.h); --no-fold runs the layers
 // one by one, to measure what the fold buys. The last line is one JSON object, like
 // `peel bench train-step`'s.
 #include <fmt/format.h>
@@ -16,7 +16,7 @@
 #include "experiments/cli/commands.h"
 #include "experiments/cli/options.h"
 #include "experiments/run/config.h"
-#include "nn/eval_fold.h"
+#include "nn/fusion.h"
 #include "nn/models.h"
 #include "tensor/conv/conv.h"
 #include "tensor/random.h"

@@ -47,7 +47,7 @@ ConvBackend parse_conv_backend(std::string_view name);  // throws on an unknown 
 const char* conv_backend_name(ConvBackend backend);
 
 // What the forward applies to each output value as it stores it: nothing, or max(0, .), a ReLU
-// fused into the convolution (evaluation with batch norm folded into the weights, nn/eval_fold.h).
+// fused into the convolution (evaluation with batch norm folded into the weights, nn/fusion.h).
 enum class ConvEpilogue { kNone, kRelu };
 
 // y = epilogue(conv(x, w) + bias): (N,O,OH,OW), channels-last. bias may be undefined (no bias).

@@ -3,6 +3,8 @@
 // fixed blocks whose partial sums are added in a fixed order, so results do not depend on threads.
 #include <algorithm>
 #include <cmath>
+#include <functional>
+#include <limits>
 #include <vector>
 
 #include "tensor/error.h"
@@ -75,9 +77,24 @@ void batch_moments(const float* x, const ChannelLayout& L, double* mean, double*
   }
 }
 
+// grad_y as the backward's two passes read it: a whole tensor in x's form, or (rows form only) rows
+// rebuilt a block at a time into a scratch buffer that stays in cache (the fused max pool's input
+// gradient, which is never stored whole).
+struct GradientRows {
+  const float* whole = nullptr;
+  std::function<void(int64_t r0, int64_t rows, float* out)> rebuild;
+
+  // Rows [r0, r0 + rows) of C channels: in `whole`, or rebuilt into `scratch`.
+  const float* rows(int64_t r0, int64_t rows, int64_t C, float* scratch) const {
+    if (whole != nullptr) return whole + r0 * C;
+    rebuild(r0, rows, scratch);
+    return scratch;
+  }
+};
+
 // Per-channel sg = sum g' and sgx = sum g' * (x - center), g' masked where the forward's
 // pre-activation was <= 0 when `relu_of` (the forward's affine coefficients) is given.
-void batch_grad_sums(const float* g, const float* x, const AffineCoefficients* relu_of, const ChannelLayout& L,
+void batch_grad_sums(const GradientRows& g, const float* x, const AffineCoefficients* relu_of, const ChannelLayout& L,
                      const double* center, double* sg, double* sgx) {
   const int64_t C = L.C, S = L.S;
   Tensor hold;
@@ -87,13 +104,16 @@ void batch_grad_sums(const float* g, const float* x, const AffineCoefficients* r
     double* p1 = scratch_doubles(hold, 2 * b.row_blocks * C);
     double* p2 = p1 + b.row_blocks * C;
     parallel_for(b.tasks(), 1, [&](int64_t t0, int64_t t1) {
+      Tensor hold_rows;
+      float* scratch = g.whole != nullptr ? nullptr : scratch_floats(hold_rows, b.rows_per_block * C);
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t rb = t / b.chunks, c0 = (t % b.chunks) * b.channels_per_chunk;
         const int64_t c1 = std::min(C, c0 + b.channels_per_chunk);
         const int64_t r0 = rb * b.rows_per_block, rows = std::min(b.rows_per_block, M - r0);
         std::fill(p1 + rb * C + c0, p1 + rb * C + c1, 0.0);
         std::fill(p2 + rb * C + c0, p2 + rb * C + c1, 0.0);
-        rows_grad_sums(g + r0 * C, x + r0 * C, relu_of, rows, C, c0, c1, center, p1 + rb * C, p2 + rb * C);
+        rows_grad_sums(g.rows(r0, rows, C, scratch), x + r0 * C, relu_of, rows, C, c0, c1, center, p1 + rb * C,
+                       p2 + rb * C);
       }
     });
     for (int64_t c = 0; c < C; ++c) {
@@ -107,11 +127,12 @@ void batch_grad_sums(const float* g, const float* x, const AffineCoefficients* r
     }
     return;
   }
+  PEEL_CHECK(g.whole != nullptr, "batch norm backward: the planes form needs grad_y whole");
   double* part = scratch_doubles(hold, 2 * L.N * C);
   parallel_for(L.N * C, std::max<int64_t>(1, kElementsPerTask / S), [&](int64_t q0, int64_t q1) {
     for (int64_t p = q0; p < q1; ++p) {
       const int64_t c = p % C;
-      plane_grad_sums(g + p * S, x + p * S, relu_of, c, S, center[c], part[2 * p], part[2 * p + 1]);
+      plane_grad_sums(g.whole + p * S, x + p * S, relu_of, c, S, center[c], part[2 * p], part[2 * p + 1]);
     }
   });
   for (int64_t c = 0; c < C; ++c) {
@@ -142,19 +163,28 @@ void apply_affine(const float* x, float* out, const ChannelLayout& L, const Affi
 }
 
 // dx = A[c] * g' + B[c] * (x - center[c]) + K[c], g' masked as in batch_grad_sums.
-void apply_input_grad(const float* g, const float* x, const AffineCoefficients* relu_of, float* dx,
+void apply_input_grad(const GradientRows& g, const float* x, const AffineCoefficients* relu_of, float* dx,
                       const ChannelLayout& L, const BackwardCoefficients& k) {
   const int64_t C = L.C, S = L.S;
   if (L.rows) {
     parallel_for(L.N * S, std::max<int64_t>(1, kElementsPerTask / C), [&](int64_t r0, int64_t r1) {
-      rows_input_grad(g + r0 * C, x + r0 * C, relu_of, dx + r0 * C, r1 - r0, C, k);
+      if (g.whole != nullptr) return rows_input_grad(g.whole + r0 * C, x + r0 * C, relu_of, dx + r0 * C, r1 - r0, C, k);
+      // Element by element, so rebuilding in blocks gives the same bits as one call over the chunk.
+      const int64_t block = std::max<int64_t>(1, kElementsPerTask / C);
+      Tensor hold_rows;
+      float* scratch = scratch_floats(hold_rows, block * C);
+      for (int64_t r = r0; r < r1; r += block) {
+        const int64_t rows = std::min(block, r1 - r);
+        rows_input_grad(g.rows(r, rows, C, scratch), x + r * C, relu_of, dx + r * C, rows, C, k);
+      }
     });
     return;
   }
+  PEEL_CHECK(g.whole != nullptr, "batch norm backward: the planes form needs grad_y whole");
   parallel_for(L.N * C, std::max<int64_t>(1, kElementsPerTask / S), [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t c = p % C;
-      plane_input_grad(g + p * S, x + p * S, relu_of, c, dx + p * S, S, k.A[c], k.B[c], k.center[c], k.K[c]);
+      plane_input_grad(g.whole + p * S, x + p * S, relu_of, c, dx + p * S, S, k.A[c], k.B[c], k.center[c], k.K[c]);
     }
   });
 }
@@ -180,15 +210,16 @@ AffineCoefficients eval_affine(const Tensor& gamma, const Tensor& beta, const Te
 // dx = A * g' + B * (x - center) + K from the coefficients `make_coefficients` fills; g' is grad_y
 // masked by the fused ReLU when `relu_of` (the forward's affine) is given.
 // With `across`, the coefficients come from the sums over all shards, dgamma and dbeta from this one's.
+// x is in L's form.
 template <class MakeCoefficients>
-BatchNormGrads backward_with(const BackwardOperands& o, const Tensor& gamma, const AffineCoefficients* relu_of,
-                             const double* center, const float* inv_std, MakeCoefficients&& make_coefficients,
-                             const StatisticsSum& across = {}) {
-  const int64_t C = o.L.C;
+BatchNormGrads backward_with(const ChannelLayout& L, const Tensor& x, const GradientRows& g, const Tensor& gamma,
+                             const AffineCoefficients* relu_of, const double* center, const float* inv_std,
+                             MakeCoefficients&& make_coefficients, const StatisticsSum& across = {}) {
+  const int64_t C = L.C;
   Tensor hold_d, hold_f;
   double* sg = scratch_doubles(hold_d, 4 * C);
   double* sgx = sg + C;
-  batch_grad_sums(o.g.data(), o.x.data(), relu_of, o.L, center, sg, sgx);
+  batch_grad_sums(g, x.data(), relu_of, L, center, sg, sgx);
   double* all_sg = sg;
   double* all_sgx = sgx;
   if (across) {
@@ -203,8 +234,8 @@ BatchNormGrads backward_with(const BackwardOperands& o, const Tensor& gamma, con
   make_coefficients(all_sg, all_sgx, A, A + C, A + 2 * C, A + 3 * C);
 
   BatchNormGrads grads;
-  grads.x = empty_in_layout(o.x.shape(), o.L);
-  apply_input_grad(o.g.data(), o.x.data(), relu_of, grads.x.data(), o.L, k);
+  grads.x = empty_in_layout(x.shape(), L);
+  apply_input_grad(g, x.data(), relu_of, grads.x.data(), L, k);
   if (gamma.defined()) {
     grads.gamma = Tensor::empty({C});
     grads.beta = Tensor::empty({C});
@@ -216,12 +247,17 @@ BatchNormGrads backward_with(const BackwardOperands& o, const Tensor& gamma, con
   return grads;
 }
 
-}  // namespace
-
-Tensor batch_norm_train_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
-                                Tensor& running_var, float momentum, float eps, BatchNormSaved& saved, bool fuse_relu,
-                                const StatisticsSum& across) {
-  const char* op = "batch_norm_train_forward";
+// The training forward up to its output: checks the operands, computes the batch statistics (the
+// whole batch's with `across`), fills `saved` and updates the running statistics. Returns x in
+// its memory form and the affine y = relu?((x - center) * scale + shift) to apply.
+struct TrainStatistics {
+  ChannelLayout L;
+  Tensor x;
+  AffineCoefficients affine;
+};
+TrainStatistics train_statistics(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                                 Tensor& running_var, float momentum, float eps, BatchNormSaved& saved,
+                                 const StatisticsSum& across, const char* op) {
   const ChannelLayout L = channel_layout(x, op);
   const int64_t C = L.C, local_M = L.N * L.S;
   if (gamma.defined()) check_channel_vector(gamma, C, x, op, "gamma");
@@ -273,8 +309,58 @@ Tensor batch_norm_train_forward(const Tensor& x, const Tensor& gamma, const Tens
       rv = static_cast<float>((1 - m) * rv + m * (m2[c] / (M - 1)));
     }
   }
-  Tensor y = empty_in_layout(x.shape(), L);
-  apply_affine(xc.data(), y.data(), L, {center, scale, shift}, fuse_relu);
+  return {L, xc, {center, scale, shift}};
+}
+
+// The training backward from x in its memory form and grad_y as `g` reads it.
+BatchNormGrads train_backward(const ChannelLayout& L, const Tensor& x, const GradientRows& g, const Tensor& gamma,
+                              const BatchNormSaved& saved, bool fuse_relu, const StatisticsSum& across,
+                              const char* op) {
+  const int64_t C = L.C, M = across ? saved.count : L.N * L.S;
+  if (gamma.defined()) check_channel_vector(gamma, C, x, op, "gamma");
+  PEEL_CHECK(saved.mean.defined() && saved.inv_std.defined(), "{}: the saved batch statistics are undefined", op);
+  check_channel_vector(saved.mean, C, x, op, "saved.mean");
+  check_channel_vector(saved.inv_std, C, x, op, "saved.inv_std");
+  if (fuse_relu) {
+    PEEL_CHECK(saved.scale.defined() && saved.shift.defined(),
+               "{}: fused ReLU needs the forward's saved scale and shift, which are undefined", op);
+    check_channel_vector(saved.scale, C, x, op, "saved.scale");
+    check_channel_vector(saved.shift, C, x, op, "saved.shift");
+  }
+  const AffineCoefficients forward{saved.mean.data(), saved.scale.data(), saved.shift.data()};
+
+  Tensor hold_d, hold_f;
+  double* center = scratch_doubles(hold_d, C);
+  float* inv_std = scratch_floats(hold_f, C);
+  for (int64_t c = 0; c < C; ++c) {
+    center[c] = value_at(saved.mean, c);
+    inv_std[c] = value_at(saved.inv_std, c);
+  }
+  // dx = gamma*inv_std/M * (M g' - sum g' - xhat * sum(g' xhat)), with xhat = (x - mean) inv_std.
+  return backward_with(
+      L, x, g, gamma, fuse_relu ? &forward : nullptr, center, inv_std,
+      [&](const double* sg, const double* sgx, float* A, float* B, float* ctr, float* K) {
+        for (int64_t c = 0; c < C; ++c) {
+          const double is = inv_std[c];
+          const double a = (gamma.defined() ? value_at(gamma, c) : 1.f) * is;
+          A[c] = static_cast<float>(a);
+          B[c] = static_cast<float>(-a * is * is * sgx[c] / M);
+          ctr[c] = static_cast<float>(center[c]);
+          K[c] = static_cast<float>(-a * sg[c] / M);
+        }
+      },
+      across);
+}
+
+}  // namespace
+
+Tensor batch_norm_train_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                                Tensor& running_var, float momentum, float eps, BatchNormSaved& saved, bool fuse_relu,
+                                const StatisticsSum& across) {
+  const TrainStatistics t = train_statistics(x, gamma, beta, running_mean, running_var, momentum, eps, saved, across,
+                                             "batch_norm_train_forward");
+  Tensor y = empty_in_layout(x.shape(), t.L);
+  apply_affine(t.x.data(), y.data(), t.L, t.affine, fuse_relu);
   return y;
 }
 
@@ -300,40 +386,7 @@ BatchNormGrads batch_norm_train_backward(const Tensor& grad_y, const Tensor& x, 
                                          const BatchNormSaved& saved, bool fuse_relu, const StatisticsSum& across) {
   const char* op = "batch_norm_train_backward";
   const BackwardOperands o = backward_operands(grad_y, x, Tensor(), false, op);
-  const int64_t C = o.L.C, M = across ? saved.count : o.L.N * o.L.S;
-  if (gamma.defined()) check_channel_vector(gamma, C, x, op, "gamma");
-  PEEL_CHECK(saved.mean.defined() && saved.inv_std.defined(), "{}: the saved batch statistics are undefined", op);
-  check_channel_vector(saved.mean, C, x, op, "saved.mean");
-  check_channel_vector(saved.inv_std, C, x, op, "saved.inv_std");
-  if (fuse_relu) {
-    PEEL_CHECK(saved.scale.defined() && saved.shift.defined(),
-               "{}: fused ReLU needs the forward's saved scale and shift, which are undefined", op);
-    check_channel_vector(saved.scale, C, x, op, "saved.scale");
-    check_channel_vector(saved.shift, C, x, op, "saved.shift");
-  }
-  const AffineCoefficients forward{saved.mean.data(), saved.scale.data(), saved.shift.data()};
-
-  Tensor hold_d, hold_f;
-  double* center = scratch_doubles(hold_d, C);
-  float* inv_std = scratch_floats(hold_f, C);
-  for (int64_t c = 0; c < C; ++c) {
-    center[c] = value_at(saved.mean, c);
-    inv_std[c] = value_at(saved.inv_std, c);
-  }
-  // dx = gamma*inv_std/M * (M g' - sum g' - xhat * sum(g' xhat)), with xhat = (x - mean) inv_std.
-  return backward_with(
-      o, gamma, fuse_relu ? &forward : nullptr, center, inv_std,
-      [&](const double* sg, const double* sgx, float* A, float* B, float* ctr, float* K) {
-        for (int64_t c = 0; c < C; ++c) {
-          const double is = inv_std[c];
-          const double a = (gamma.defined() ? value_at(gamma, c) : 1.f) * is;
-          A[c] = static_cast<float>(a);
-          B[c] = static_cast<float>(-a * is * is * sgx[c] / M);
-          ctr[c] = static_cast<float>(center[c]);
-          K[c] = static_cast<float>(-a * sg[c] / M);
-        }
-      },
-      across);
+  return train_backward(o.L, o.x, GradientRows{o.g.data(), {}}, gamma, saved, fuse_relu, across, op);
 }
 
 BatchNormGrads batch_norm_eval_backward(const Tensor& grad_y, const Tensor& x, const Tensor& gamma, const Tensor& beta,
@@ -360,7 +413,7 @@ BatchNormGrads batch_norm_eval_backward(const Tensor& grad_y, const Tensor& x, c
   const AffineCoefficients forward =
       fuse_relu ? eval_affine(gamma, beta, running_mean, running_var, eps, C, hold_forward) : AffineCoefficients{};
   // The statistics are constants here: dx = gamma * inv_std * g'.
-  return backward_with(o, gamma, fuse_relu ? &forward : nullptr, center, inv_std,
+  return backward_with(o.L, o.x, GradientRows{o.g.data(), {}}, gamma, fuse_relu ? &forward : nullptr, center, inv_std,
                        [&](const double*, const double*, float* A, float* B, float* ctr, float* K) {
                          for (int64_t c = 0; c < C; ++c) {
                            A[c] = (gamma.defined() ? value_at(gamma, c) : 1.f) * inv_std[c];
@@ -369,6 +422,60 @@ BatchNormGrads batch_norm_eval_backward(const Tensor& grad_y, const Tensor& x, c
                            K[c] = 0.f;
                          }
                        });
+}
+
+// ---- Batch norm, its ReLU and a max pool (training mode) ---------------------------------------
+
+bool batch_norm_pool_fuses(const Tensor& x, const Pool2dGeometry& pool) {
+  return x.defined() && x.dim() == 4 && x.is_channels_last() && !(x.size(1) == 1 && x.is_contiguous()) &&
+         max_pool2d_windows_disjoint(pool) && pool.kernel > 0 && x.size(2) >= pool.kernel && x.size(3) >= pool.kernel;
+}
+
+Tensor batch_norm_relu_max_pool_train_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                              Tensor& running_mean, Tensor& running_var, float momentum, float eps,
+                                              const Pool2dGeometry& pool, BatchNormSaved& saved, MaxPoolArgmax& argmax,
+                                              const StatisticsSum& across) {
+  if (!batch_norm_pool_fuses(x, pool)) {
+    const Tensor z =
+        batch_norm_train_forward(x, gamma, beta, running_mean, running_var, momentum, eps, saved, true, across);
+    return max_pool2d_forward(z, pool, argmax);
+  }
+  const char* op = "batch_norm_relu_max_pool_train_forward";
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = pool.kernel;
+  PEEL_CHECK(H * W <= std::numeric_limits<int32_t>::max(), "{}: input plane {}x{} too large for int32 indices", op, H,
+             W);
+  const TrainStatistics t =
+      train_statistics(x, gamma, beta, running_mean, running_var, momentum, eps, saved, across, op);
+  const PoolRows p{H, W, C, K, H / K, W / K};
+  argmax.output_shape = {N, C, p.OH, p.OW};
+  argmax.index.resize(static_cast<size_t>(N * C * p.OH * p.OW));
+  argmax.channels_last = true;
+  Tensor y = Tensor::empty_channels_last(argmax.output_shape);
+  // One task per pooled row (n, oh): it normalises its K input rows as it pools them.
+  parallel_for(N * p.OH, std::max<int64_t>(1, kElementsPerTask / (p.OW * C * K * K)), [&](int64_t t0, int64_t t1) {
+    rows_affine_relu_max_pool(t.x.data(), p, t0, t1, t.affine, y.data(), argmax.index.data());
+  });
+  return y;
+}
+
+BatchNormGrads batch_norm_relu_max_pool_train_backward(const Tensor& grad_y, const Tensor& x, const Tensor& gamma,
+                                                       const BatchNormSaved& saved, const Pool2dGeometry& pool,
+                                                       const MaxPoolArgmax& argmax, const StatisticsSum& across) {
+  if (!batch_norm_pool_fuses(x, pool) || !argmax.channels_last)
+    return batch_norm_train_backward(max_pool2d_backward(grad_y, argmax, x.shape()), x, gamma, saved, true, across);
+  const char* op = "batch_norm_relu_max_pool_train_backward";
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = pool.kernel;
+  const Shape pooled{N, C, H / K, W / K};
+  PEEL_CHECK(argmax.output_shape == pooled && static_cast<int64_t>(argmax.index.size()) == N * C * (H / K) * (W / K),
+             "{}: argmax is for a pooled output of shape {}, but x of shape {} pools to {}", op,
+             to_string(argmax.output_shape), to_string(x.shape()), to_string(pooled));
+  PEEL_CHECK(grad_y.defined() && grad_y.shape() == pooled, "{}: grad_y has shape {} but the pooled output has shape {}",
+             op, grad_y.defined() ? to_string(grad_y.shape()) : "undefined", to_string(pooled));
+  const Tensor gy = grad_y.channels_last();
+  const GradientRows g{nullptr, [&](int64_t r0, int64_t rows, float* out) {
+                         max_pool2d_backward_rows(gy.data(), argmax, H, W, K, r0, rows, out);
+                       }};
+  return train_backward(channel_layout(x, op), x.channels_last(), g, gamma, saved, true, across, op);
 }
 
 }  // namespace peel

@@ -13,6 +13,7 @@
 
 #include <functional>
 
+#include "tensor/kernels/pool.h"
 #include "tensor/tensor.h"
 
 namespace peel {
@@ -63,6 +64,25 @@ BatchNormGrads batch_norm_train_backward(const Tensor& grad_y, const Tensor& x, 
 BatchNormGrads batch_norm_eval_backward(const Tensor& grad_y, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                         const Tensor& running_mean, const Tensor& running_var, float eps,
                                         bool fuse_relu = false);
+
+// ---- Batch norm, its ReLU and a max pool as one op (training mode) ---------------------------
+// max_pool(relu(bn(x))): the output, argmax, saved statistics and running statistics are bit for
+// bit those of batch_norm_train_forward(fuse_relu) followed by max_pool2d_forward, and the
+// gradients those of max_pool2d_backward followed by batch_norm_train_backward(fuse_relu). On
+// channels-last x with windows that do not overlap (stride == kernel, no padding: the pools of
+// peel's models) the normalised map is never stored: the forward normalises each window as it
+// pools it, and the backward rebuilds the pool's input gradient a block of rows at a time, in
+// cache, inside the two passes batch norm's backward makes anyway. Anything else runs the two
+// kernels one after the other.
+bool batch_norm_pool_fuses(const Tensor& x, const Pool2dGeometry& pool);
+Tensor batch_norm_relu_max_pool_train_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                              Tensor& running_mean, Tensor& running_var, float momentum, float eps,
+                                              const Pool2dGeometry& pool, BatchNormSaved& saved, MaxPoolArgmax& argmax,
+                                              const StatisticsSum& across = {});
+// grad_y: the gradient of the pooled output. pool and argmax: the forward's.
+BatchNormGrads batch_norm_relu_max_pool_train_backward(const Tensor& grad_y, const Tensor& x, const Tensor& gamma,
+                                                       const BatchNormSaved& saved, const Pool2dGeometry& pool,
+                                                       const MaxPoolArgmax& argmax, const StatisticsSum& across = {});
 
 // ---- Group and layer normalisation -------------------------------------------------------------
 // GroupNorm over (C/G, H, W) per (n, group); LayerNorm is GroupNorm's G = 1 case over (C,H,W),

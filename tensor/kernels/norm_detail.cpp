@@ -1,6 +1,8 @@
 #include "tensor/kernels/norm_detail.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -380,6 +382,53 @@ void rows_affine(const float* x, float* out, int64_t rows, int64_t C, const Affi
 void plane_affine(const float* x, float* out, int64_t S, float center, float a, float b, bool relu) {
   if (relu) return plane_affine_impl<true>(x, out, S, center, a, b);
   plane_affine_impl<false>(x, out, S, center, a, b);
+}
+
+void rows_affine_relu_max_pool(const float* x, const PoolRows& p, int64_t t0, int64_t t1, const AffineCoefficients& k,
+                               float* y, int32_t* index) {
+  using vf16 = simd::Vector<float, 16>;
+  using vi16 = simd::Vector<int32_t, 16>;
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const int64_t H = p.H, W = p.W, C = p.C, K = p.kernel;
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t n = t / p.OH, h0 = t % p.OH * K;
+    const float* xn = x + n * H * W * C;
+    for (int64_t ow = 0; ow < p.OW; ++ow) {
+      const int64_t w0 = ow * K, out = (t * p.OW + ow) * C;
+      const int32_t first = static_cast<int32_t>(h0 * W + w0);
+      int64_t c = 0;
+      for (; c + 16 <= C; c += 16) {
+        const vf16 center = load<vf16>(k.center + c), a = load<vf16>(k.a + c), b = load<vf16>(k.b + c);
+        vf16 best = simd::splat<vf16>(kNegInf);
+        vi16 chosen = simd::splat<vi16>(first);
+        for (int64_t ih = h0; ih < h0 + K; ++ih)
+          for (int64_t iw = w0; iw < w0 + K; ++iw) {
+            vf16 v = (load<vf16>(xn + (ih * W + iw) * C + c) - center) * a + b;
+            v = v < vf16{} ? vf16{} : v;  // rows_affine's ReLU: a NaN passes
+            const vi16 take = (v > best) | (v != v);
+            best = take ? v : best;
+            chosen = take ? simd::splat<vi16>(static_cast<int32_t>(ih * W + iw)) : chosen;
+          }
+        simd::store(y + out + c, best);
+        simd::store(index + out + c, chosen);
+      }
+      for (; c < C; ++c) {
+        float best = kNegInf;
+        int32_t chosen = first;
+        for (int64_t ih = h0; ih < h0 + K; ++ih)
+          for (int64_t iw = w0; iw < w0 + K; ++iw) {
+            float v = (xn[(ih * W + iw) * C + c] - k.center[c]) * k.a[c] + k.b[c];
+            v = v < 0.f ? 0.f : v;
+            if (v > best || std::isnan(v)) {
+              best = v;
+              chosen = static_cast<int32_t>(ih * W + iw);
+            }
+          }
+        y[out + c] = best;
+        index[out + c] = chosen;
+      }
+    }
+  }
 }
 
 void rows_input_grad(const float* g, const float* x, const float* y, bool mask, float* dx, int64_t rows, int64_t C,

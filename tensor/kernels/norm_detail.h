@@ -96,6 +96,17 @@ void plane_grad_sums(const float* g, const float* x, const AffineCoefficients* r
 void rows_affine(const float* x, float* out, int64_t rows, int64_t C, const AffineCoefficients& k, bool relu);
 void plane_affine(const float* x, float* out, int64_t S, float center, float a, float b, bool relu);
 
+// The fused batch norm + ReLU + max pool's forward (kernels/norm.h) for the pooled output rows
+// [t0, t1), t = n * OH + oh, of channels-last x (N, H, W, C) and k x k windows that do not overlap:
+// y[t, ow, c] = the max over the window of relu((x - center) * a + b), computed as rows_affine
+// computes it, and index = the flat h * W + w of the chosen input, chosen as max_pool2d_forward
+// chooses (the first maximum; a NaN takes over). y and index are (N, OH, OW, C).
+struct PoolRows {
+  int64_t H, W, C, kernel, OH, OW;
+};
+void rows_affine_relu_max_pool(const float* x, const PoolRows& p, int64_t t0, int64_t t1, const AffineCoefficients& k,
+                               float* y, int32_t* index);
+
 // dx = A * g' + B * (x - center) + K, per channel coefficients, g' masked as in *_grad_sums.
 struct BackwardCoefficients {
   const float *A, *B, *center, *K;

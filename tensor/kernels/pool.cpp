@@ -242,6 +242,52 @@ Tensor max_pool2d_backward(const Tensor& grad_y, const MaxPoolArgmax& argmax, co
   return gx;
 }
 
+bool max_pool2d_windows_disjoint(const Pool2dGeometry& g) { return g.stride == g.kernel && g.padding == 0; }
+
+void max_pool2d_backward_rows(const float* grad_y, const MaxPoolArgmax& argmax, int64_t H, int64_t W, int64_t kernel,
+                              int64_t r0, int64_t rows, float* out) {
+  PEEL_CHECK(argmax.channels_last && argmax.output_shape.size() == 4,
+             "max_pool2d_backward_rows: needs the argmax of a channels-last max pool");
+  const int64_t C = argmax.output_shape[1], OH = argmax.output_shape[2], OW = argmax.output_shape[3];
+  const int32_t* index = argmax.index.data();
+  const vf16 zero{};
+  // Position r0 as (n, h, w) and its window (oh, ow), stepped along without dividing: h = oh *
+  // kernel + kh, w = ow * kernel + kw.
+  int64_t n = r0 / (H * W), h = r0 / W % H, w = r0 % W;
+  int64_t oh = h / kernel, kh = h % kernel, ow = w / kernel, kw = w % kernel;
+  for (int64_t r = 0; r < rows; ++r) {
+    float* o = out + r * C;
+    if (oh < OH && ow < OW) {
+      const int64_t window = ((n * OH + oh) * OW + ow) * C;
+      const float* gy = grad_y + window;
+      const int32_t* io = index + window;
+      const int32_t here = static_cast<int32_t>(h * W + w);
+      // max_pool2d_backward adds each gradient to a zero-filled plane: 0 + g, which turns -0 into +0.
+      int64_t c = 0;
+      for (; c + 16 <= C; c += 16) {
+        const vi16 chosen = simd::load<vi16>(io + c) == simd::splat<vi16>(here);
+        simd::store(o + c, chosen ? zero + simd::load<vf16>(gy + c) : zero);
+      }
+      for (; c < C; ++c) o[c] = io[c] == here ? 0.f + gy[c] : 0.f;
+    } else {
+      std::fill(o, o + C, 0.f);  // a row or column no window covers
+    }
+    if (++kw == kernel) {
+      kw = 0;
+      ++ow;
+    }
+    if (++w < W) continue;
+    w = ow = kw = 0;
+    if (++kh == kernel) {
+      kh = 0;
+      ++oh;
+    }
+    if (++h < H) continue;
+    h = oh = kh = 0;
+    ++n;
+  }
+}
+
 // ---- Average pooling -------------------------------------------------------------------------
 
 Tensor avg_pool2d_forward(const Tensor& x, const Pool2dGeometry& g) {

@@ -42,6 +42,14 @@ Tensor max_pool2d_forward(const Tensor& x, const Pool2dGeometry& g, MaxPoolArgma
 // grad_y may be in any layout; it is read in the argmax's (a copy is made when they differ), and
 // the input gradient has that layout too.
 Tensor max_pool2d_backward(const Tensor& grad_y, const MaxPoolArgmax& argmax, const Shape& x_shape);
+// The windows of `g` do not overlap and have no padding (stride == kernel), so each input position
+// lies in at most one window.
+bool max_pool2d_windows_disjoint(const Pool2dGeometry& g);
+// For disjoint windows on channels-last memory: the input gradient max_pool2d_backward writes at
+// input positions [r0, r0 + rows) of the N*H*W rows of C channels, written to out (rows x C) the
+// same bits, without the rest of the input gradient. grad_y is channels-last in argmax's shape.
+void max_pool2d_backward_rows(const float* grad_y, const MaxPoolArgmax& argmax, int64_t H, int64_t W, int64_t kernel,
+                              int64_t r0, int64_t rows, float* out);
 // Average pooling (padding counted in the divisor, PyTorch's count_include_pad=True; ceil_mode off).
 Tensor avg_pool2d_forward(const Tensor& x, const Pool2dGeometry& g);
 Tensor avg_pool2d_backward(const Tensor& grad_y, const Shape& x_shape, const Pool2dGeometry& g);

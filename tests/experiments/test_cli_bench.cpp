@@ -38,6 +38,20 @@ TEST(CliBench, InferTimesTheEvalForwardOfEachModel) {
   }
 }
 
+TEST(CliBench, TrainStepSaysWhetherBatchNormAndThePoolRanAsOneOp) {
+  for (bool fuse : {true, false}) {
+    std::vector<std::string> args{kPeel,     "bench",   "train-step", "--model",   "small_cnn",
+                                  "--batch", "4",       "--warmup",   "1",         "--repetitions",
+                                  "2",       "--steps", "1",          "--threads", "1"};
+    if (!fuse) args.emplace_back("--no-fuse");
+    const RunResult r = run(args);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const nlohmann::json j = last_json_line(r.output);
+    EXPECT_EQ(j["batch_norm_pool_fused"], fuse);
+    EXPECT_GT(j["images_per_sec"].get<double>(), 0);
+  }
+}
+
 TEST(CliBench, BadOptionsAreRefusedNamingThem) {
   RunResult r = run({kPeel, "bench", "infer", "--batch", "0"});
   EXPECT_NE(r.exit_code, 0);

@@ -1,4 +1,4 @@
-// Batch norm folded into the convolution for evaluation (nn/eval_fold.h): the folded forward is
+// Batch norm folded into the convolution for evaluation (nn/fusion.h): the folded forward is
 // the unfolded one up to rounding for every model and layer combination where it applies, and
 // bit for bit the unfolded one wherever it must not apply (training mode, a gradient recorded, a
 // probe attached, a norm other than batch norm).
@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "nn/eval_fold.h"
+#include "nn/fusion.h"
 #include "nn/models.h"
 #include "tensor/ops.h"
 #include "tensor/random.h"

@@ -1,4 +1,4 @@
-#include "nn/eval_fold.h"
+#include "nn/fusion.h"
 
 #include <atomic>
 #include <typeinfo>
@@ -10,6 +10,7 @@ namespace peel::nn {
 namespace {
 
 std::atomic<bool> g_folding{true};
+std::atomic<bool> g_training_fusion{true};
 
 // The folded weights and bias of `conv` followed by the eval-mode `bn` (see the header).
 std::pair<Tensor, Tensor> folded_weights(Conv2d& conv, const BatchNorm& bn) {
@@ -29,6 +30,8 @@ bool is_plain_batch_norm(const Module& m) { return typeid(m) == typeid(BatchNorm
 
 void set_eval_folding(bool enabled) { g_folding.store(enabled, std::memory_order_relaxed); }
 bool eval_folding() { return g_folding.load(std::memory_order_relaxed); }
+void set_training_fusion(bool enabled) { g_training_fusion.store(enabled, std::memory_order_relaxed); }
+bool training_fusion() { return g_training_fusion.load(std::memory_order_relaxed); }
 
 Variable conv_then_norm(Conv2d& conv, Module& norm, const Variable& x) {
   const bool foldable_context = eval_folding() && !ag::grad_enabled() && conv.output_probe == nullptr;
@@ -49,6 +52,15 @@ Variable conv_then_norm(Conv2d& conv, Module& norm, const Variable& x) {
     }
   }
   return norm.forward(conv.forward(x));
+}
+
+Variable conv_norm_max_pool(Conv2d& conv, Module& norm, const Variable& x, const Pool2dGeometry& pool) {
+  if (training_fusion() && is_plain_batch_norm(norm)) {
+    auto& bn = static_cast<BatchNorm&>(norm);
+    if (bn.is_training() && bn.fuse_relu && bn.probe == nullptr)
+      return bn.normalize_relu_max_pool(conv.forward(x), pool);
+  }
+  return max_pool2d(conv_then_norm(conv, norm, x), pool);
 }
 
 }  // namespace peel::nn
