@@ -92,6 +92,22 @@ struct GradientRows {
   }
 };
 
+// parallel_for(n, grain, body) with `floats` of scratch per chunk (null when 0), sliced from one
+// buffer allocated before the threads start: the same buffers every call, which the caching
+// allocator then serves without the system (a buffer allocated inside each chunk would be one or
+// two depending on how the threads happened to overlap). The chunks are parallel_for's.
+template <class Body>
+void parallel_for_with_scratch(int64_t n, int64_t grain, int64_t floats, Body&& body) {
+  if (n <= 0) return;
+  const int64_t chunks = std::min<int64_t>(num_threads(), std::max<int64_t>(1, n / std::max<int64_t>(grain, 1)));
+  Tensor holder;
+  float* scratch = floats > 0 ? scratch_floats(holder, chunks * floats) : nullptr;
+  parallel_for(chunks, 1, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k)
+      body(n * k / chunks, n * (k + 1) / chunks, scratch == nullptr ? nullptr : scratch + k * floats);
+  });
+}
+
 // Per-channel sg = sum g' and sgx = sum g' * (x - center), g' masked where the forward's
 // pre-activation was <= 0 when `relu_of` (the forward's affine coefficients) is given.
 void batch_grad_sums(const GradientRows& g, const float* x, const AffineCoefficients* relu_of, const ChannelLayout& L,
@@ -103,9 +119,8 @@ void batch_grad_sums(const GradientRows& g, const float* x, const AffineCoeffici
     const RowBlocking b = row_blocking(M, C);
     double* p1 = scratch_doubles(hold, 2 * b.row_blocks * C);
     double* p2 = p1 + b.row_blocks * C;
-    parallel_for(b.tasks(), 1, [&](int64_t t0, int64_t t1) {
-      Tensor hold_rows;
-      float* scratch = g.whole != nullptr ? nullptr : scratch_floats(hold_rows, b.rows_per_block * C);
+    const int64_t rebuilt_floats = g.whole != nullptr ? 0 : b.rows_per_block * C;
+    parallel_for_with_scratch(b.tasks(), 1, rebuilt_floats, [&](int64_t t0, int64_t t1, float* scratch) {
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t rb = t / b.chunks, c0 = (t % b.chunks) * b.channels_per_chunk;
         const int64_t c1 = std::min(C, c0 + b.channels_per_chunk);
@@ -167,12 +182,11 @@ void apply_input_grad(const GradientRows& g, const float* x, const AffineCoeffic
                       const ChannelLayout& L, const BackwardCoefficients& k) {
   const int64_t C = L.C, S = L.S;
   if (L.rows) {
-    parallel_for(L.N * S, std::max<int64_t>(1, kElementsPerTask / C), [&](int64_t r0, int64_t r1) {
+    // Element by element, so rebuilding in blocks gives the same bits as one call over the chunk.
+    const int64_t block = std::max<int64_t>(1, kElementsPerTask / C);
+    const int64_t rebuilt_floats = g.whole != nullptr ? 0 : block * C;
+    parallel_for_with_scratch(L.N * S, block, rebuilt_floats, [&](int64_t r0, int64_t r1, float* scratch) {
       if (g.whole != nullptr) return rows_input_grad(g.whole + r0 * C, x + r0 * C, relu_of, dx + r0 * C, r1 - r0, C, k);
-      // Element by element, so rebuilding in blocks gives the same bits as one call over the chunk.
-      const int64_t block = std::max<int64_t>(1, kElementsPerTask / C);
-      Tensor hold_rows;
-      float* scratch = scratch_floats(hold_rows, block * C);
       for (int64_t r = r0; r < r1; r += block) {
         const int64_t rows = std::min(block, r1 - r);
         rows_input_grad(g.rows(r, rows, C, scratch), x + r * C, relu_of, dx + r * C, rows, C, k);
