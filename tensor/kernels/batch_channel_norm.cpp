@@ -347,8 +347,8 @@ BcnGrads batch_channel_norm_backward(const Tensor& grad_y, const Tensor& x, cons
   for_each_chunk(
       L,
       [&](int64_t n, int64_t r0, int64_t r1) {
-        const int64_t o = n * C;
-        const InputGradCoefficients k{A + o, B1 + o, c1 + o, B2 + o, c2 + o, K + o};
+        const int64_t sample = n * C;
+        const InputGradCoefficients k{A + sample, B1 + sample, c1 + sample, B2 + sample, c2 + sample, K + sample};
         const int64_t at = r0 * C;
         if (mask)
           rows_bcn_input_grad<true>(gd + at, xd + at, yd + at, dx + at, r1 - r0, C, k);
