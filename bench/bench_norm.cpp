@@ -1,5 +1,6 @@
 // Batch norm (train mode, fused ReLU, forward + backward) and 2x2 max pooling (forward + backward)
-// on the small_cnn activation shapes at batch 128, and the two as one op against the two kernels.
+// on the small_cnn activation shapes at batch 128, and the two as one op against the two kernels;
+// a residual block's end, batch norm, add and relu, as one op against the three.
 //
 // The normalisation study's layers (nn/normalization.h), each a training step of the layer alone
 // (forward, then backward through autograd, channels-last input as the convolutions produce it) at
@@ -20,6 +21,7 @@
 #include "nn/normalization.h"
 #include "tensor/kernels/norm.h"
 #include "tensor/kernels/pool.h"
+#include "tensor/ops.h"
 #include "tensor/random.h"
 #include "tensor/threads.h"
 
@@ -126,6 +128,38 @@ void BM_BatchNormReluMaxPool(benchmark::State& state) {
   set_num_threads(0);
 }
 
+// A residual block's end, relu(bn(x) + residual), forward and backward, training mode: batch norm,
+// add and relu one after the other (relu's backward as autograd's, grad_y * (y > 0)), or as one op.
+void BM_BatchNormAddRelu(benchmark::State& state) {
+  const int64_t C = state.range(0), H = state.range(1);
+  const bool fused = state.range(2) != 0;
+  set_num_threads(static_cast<int>(state.range(3)));
+  Generator gen(4);
+  const Tensor x = activation(C, H, true, gen), residual = activation(C, H, true, gen);
+  const Tensor gy = activation(C, H, true, gen);
+  const Tensor gamma = normal({C}, 1.f, 0.1f, gen), beta = normal({C}, 0.f, 0.1f, gen);
+  Tensor running_mean = Tensor::zeros({C}), running_var = Tensor::ones({C});
+  for (auto _ : state) {
+    BatchNormSaved saved;
+    Tensor y, g_residual;
+    BatchNormGrads grads;
+    if (fused) {
+      y = batch_norm_add_relu_train_forward(x, gamma, beta, running_mean, running_var, 0.1f, 1e-5f, residual, saved);
+      BatchNormAddReluGrads d = batch_norm_add_relu_train_backward(gy, x, y, gamma, saved);
+      grads = d.norm;
+      g_residual = d.residual;
+    } else {
+      y = relu(add(batch_norm_train_forward(x, gamma, beta, running_mean, running_var, 0.1f, 1e-5f, saved), residual));
+      g_residual = mul(gy, gt(y, Tensor::zeros({1})));
+      grads = batch_norm_train_backward(g_residual, x, gamma, saved);
+    }
+    benchmark::DoNotOptimize(y.data());
+    benchmark::DoNotOptimize(grads.x.data());
+    benchmark::DoNotOptimize(g_residual.data());
+  }
+  set_num_threads(0);
+}
+
 void small_cnn_shapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"C", "H", "cl", "threads"});
   for (int threads : {1, 2})
@@ -226,6 +260,13 @@ BENCHMARK(BM_BatchNormReluMaxPool)
     ->ArgNames({"C", "H", "fused", "threads"})
     ->ArgsProduct({{32}, {28}, {0, 1}, {1, 2}})
     ->ArgsProduct({{64}, {14}, {0, 1}, {1, 2}})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+// resnet18(1)'s first two stages at batch 128.
+BENCHMARK(BM_BatchNormAddRelu)
+    ->ArgNames({"C", "H", "fused", "threads"})
+    ->ArgsProduct({{64}, {32}, {0, 1}, {1, 2}})
+    ->ArgsProduct({{128}, {16}, {0, 1}, {1, 2}})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 BENCHMARK(BM_NormLayerTrainStep)->Apply(norm_layer_shapes);

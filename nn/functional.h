@@ -36,6 +36,11 @@ Variable max_pool2d(const Variable& x, const Pool2dGeometry& geometry);
 Variable batch_norm_relu_max_pool(const Variable& x, const Variable& gamma, const Variable& beta, Tensor& running_mean,
                                   Tensor& running_var, float momentum, float eps, const Pool2dGeometry& pool,
                                   const StatisticsSum& across = {});
+// relu(batch_norm(x, ..., training) + residual) in training mode as one op, the same bits in every
+// output and gradient as the three ops (tensor/kernels/norm.h).
+Variable batch_norm_add_relu(const Variable& x, const Variable& gamma, const Variable& beta, Tensor& running_mean,
+                             Tensor& running_var, float momentum, float eps, const Variable& residual,
+                             const StatisticsSum& across = {});
 Variable avg_pool2d(const Variable& x, const Pool2dGeometry& geometry);
 Variable global_avg_pool(const Variable& x);  // (N,C,H,W) -> (N,C)
 

@@ -122,6 +122,21 @@ Variable batch_norm_relu_max_pool(const Variable& x, const Variable& gamma, cons
                      });
 }
 
+Variable batch_norm_add_relu(const Variable& x, const Variable& gamma, const Variable& beta, Tensor& running_mean,
+                             Tensor& running_var, float momentum, float eps, const Variable& residual,
+                             const StatisticsSum& across) {
+  const Tensor g = gamma.defined() ? gamma.value() : Tensor();
+  BatchNormSaved saved;
+  Tensor y = batch_norm_add_relu_train_forward(x.value(), g, beta.defined() ? beta.value() : Tensor(), running_mean,
+                                               running_var, momentum, eps, residual.value(), saved, across);
+  // The backward reads x, the output (the ReLU's mask, as relu keeps it) and the statistics.
+  return make_result(y, {x, gamma, beta, residual}, "batch_norm_add_relu",
+                     [xv = x.value(), y, g, saved, across](const Tensor& gy, const std::vector<bool>&) {
+                       BatchNormAddReluGrads d = batch_norm_add_relu_train_backward(gy, xv, y, g, saved, across);
+                       return Grads{d.norm.x, d.norm.gamma, d.norm.beta, d.residual};
+                     });
+}
+
 Variable avg_pool2d(const Variable& x, const Pool2dGeometry& geometry) {
   return make_result(avg_pool2d_forward(x.value(), geometry), {x}, "avg_pool2d",
                      [in = x.shape(), geometry](const Tensor& g, const std::vector<bool>&) {

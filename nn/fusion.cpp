@@ -63,4 +63,15 @@ Variable conv_norm_max_pool(Conv2d& conv, Module& norm, const Variable& x, const
   return max_pool2d(conv_then_norm(conv, norm, x), pool);
 }
 
+Variable conv_norm_add_activation(Conv2d& conv, Module& norm, const Variable& x, const Variable& residual,
+                                  Module& activation) {
+  if (training_fusion() && is_plain_batch_norm(norm) && typeid(activation) == typeid(ReLU)) {
+    auto& bn = static_cast<BatchNorm&>(norm);
+    const auto& relu = static_cast<const ReLU&>(activation);
+    if (bn.is_training() && !bn.fuse_relu && relu.probe == nullptr)
+      return bn.normalize_add_relu(conv.forward(x), residual);
+  }
+  return activation.forward(ag::add(conv_then_norm(conv, norm, x), residual));
+}
+
 }  // namespace peel::nn

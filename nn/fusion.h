@@ -18,7 +18,11 @@
 // (nn::batch_norm_relu_max_pool), bit for bit the two layers, that never stores the normalised map
 // or its gradient at full resolution. It applies when the norm is exactly a BatchNorm in training
 // mode with its ReLU and no probe attached (a probe needs the pre-activation); everywhere else
-// conv_norm_max_pool is max_pool(norm(conv(x))).
+// conv_norm_max_pool is max_pool(norm(conv(x))). Likewise a residual block's end, a batch norm
+// without ReLU whose output is added to the shortcut and then goes through a ReLU, is one op
+// (nn::batch_norm_add_relu) when the norm is exactly a BatchNorm in training mode and the
+// activation exactly a ReLU with no probe; everywhere else conv_norm_add_activation is
+// activation(norm(conv(x)) + residual).
 #pragma once
 
 #include "nn/layers.h"
@@ -30,7 +34,12 @@ Variable conv_then_norm(Conv2d& conv, Module& norm, const Variable& x);
 // max_pool(norm(conv(x))): the evaluation fold, or the training op, where they apply.
 Variable conv_norm_max_pool(Conv2d& conv, Module& norm, const Variable& x, const Pool2dGeometry& pool);
 
-// Folding and the training op are on by default; off, the layers always run one by one. For
+// activation(norm(conv(x)) + residual): the training op where it applies, else the layers
+// (norm(conv(x)) folded where the evaluation fold applies).
+Variable conv_norm_add_activation(Conv2d& conv, Module& norm, const Variable& x, const Variable& residual,
+                                  Module& activation);
+
+// Folding and the training ops are on by default; off, the layers always run one by one. For
 // measuring what each buys (peel bench infer --no-fold, peel bench train-step --no-fuse) and for the
 // tests that compare the paths.
 void set_eval_folding(bool enabled);

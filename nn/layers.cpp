@@ -91,6 +91,15 @@ Variable BatchNorm::normalize_relu_max_pool(const Variable& x, const Pool2dGeome
   return batch_norm_relu_max_pool(x, weight, bias, running_mean, running_var, momentum, eps, pool, sync_statistics);
 }
 
+Variable BatchNorm::normalize_add_relu(const Variable& x, const Variable& residual) {
+  PEEL_CHECK((x.dim() == 2 || x.dim() == 4) && x.size(1) == running_mean.numel(),
+             "BatchNorm({}): input of shape {} is not (N, {}) or (N, {}, H, W)", running_mean.numel(),
+             to_string(x.shape()), running_mean.numel(), running_mean.numel());
+  PEEL_CHECK(is_training() && !fuse_relu, "BatchNorm({}): the fused residual sum is for training mode without a ReLU",
+             running_mean.numel());
+  return batch_norm_add_relu(x, weight, bias, running_mean, running_var, momentum, eps, residual, sync_statistics);
+}
+
 GroupNorm::GroupNorm(int64_t groups_, int64_t channels, float eps_, bool relu_)
     : ReluSite(relu_), groups(groups_), eps(eps_) {
   PEEL_CHECK(groups > 0 && channels % groups == 0, "GroupNorm: {} channels cannot be split into {} groups", channels,

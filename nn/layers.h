@@ -86,6 +86,8 @@ class BatchNorm : public ActivationSite {
   // max_pool(relu(bn(x))) in training mode as one op (nn/fusion.h), the layer's statistics and
   // parameters as forward() would use them.
   Variable normalize_relu_max_pool(const Variable& x, const Pool2dGeometry& pool);
+  // relu(bn(x) + residual) in training mode as one op (nn/fusion.h), for a BatchNorm without its ReLU.
+  Variable normalize_add_relu(const Variable& x, const Variable& residual);
 
  protected:
   Variable pre_activation(const Variable& x) override { return normalize(x, false); }

@@ -177,9 +177,10 @@ BasicBlock::BasicBlock(int64_t in_channels, int64_t out_channels, int64_t stride
 }
 
 Variable BasicBlock::forward(const Variable& x) {
-  Variable out = conv_then_norm(*conv2, *bn2, conv_then_norm(*conv1, *bn1, x));
-  Variable shortcut = downsample ? downsample->forward(x) : x;
-  return act->forward(ag::add(out, shortcut));
+  const Variable h = conv_then_norm(*conv1, *bn1, x);
+  const Variable shortcut = downsample ? downsample->forward(x) : x;
+  // act(bn2(conv2(h)) + shortcut); bn2, the sum and a ReLU as one op in training (nn/fusion.h).
+  return conv_norm_add_activation(*conv2, *bn2, h, shortcut, *act);
 }
 
 ResNet18::ResNet18(double width, int64_t classes, int64_t in_channels, const NormFactory& norm) {

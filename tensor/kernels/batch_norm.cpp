@@ -261,17 +261,12 @@ BatchNormGrads backward_with(const ChannelLayout& L, const Tensor& x, const Grad
   return grads;
 }
 
-// The training forward up to its output: checks the operands, computes the batch statistics (the
-// whole batch's with `across`), fills `saved` and updates the running statistics. Returns x in
-// its memory form and the affine y = relu?((x - center) * scale + shift) to apply.
-struct TrainStatistics {
-  ChannelLayout L;
-  Tensor x;
-  AffineCoefficients affine;
-};
-TrainStatistics train_statistics(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
-                                 Tensor& running_var, float momentum, float eps, BatchNormSaved& saved,
-                                 const StatisticsSum& across, const char* op) {
+}  // namespace
+
+TrainStatistics kernels_detail::batch_norm_train_statistics(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                                            Tensor& running_mean, Tensor& running_var, float momentum,
+                                                            float eps, BatchNormSaved& saved,
+                                                            const StatisticsSum& across, const char* op) {
   const ChannelLayout L = channel_layout(x, op);
   const int64_t C = L.C, local_M = L.N * L.S;
   if (gamma.defined()) check_channel_vector(gamma, C, x, op, "gamma");
@@ -326,6 +321,8 @@ TrainStatistics train_statistics(const Tensor& x, const Tensor& gamma, const Ten
   return {L, xc, {center, scale, shift}};
 }
 
+namespace {
+
 // The training backward from x in its memory form and grad_y as `g` reads it.
 BatchNormGrads train_backward(const ChannelLayout& L, const Tensor& x, const GradientRows& g, const Tensor& gamma,
                               const BatchNormSaved& saved, bool fuse_relu, const StatisticsSum& across,
@@ -371,8 +368,8 @@ BatchNormGrads train_backward(const ChannelLayout& L, const Tensor& x, const Gra
 Tensor batch_norm_train_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
                                 Tensor& running_var, float momentum, float eps, BatchNormSaved& saved, bool fuse_relu,
                                 const StatisticsSum& across) {
-  const TrainStatistics t = train_statistics(x, gamma, beta, running_mean, running_var, momentum, eps, saved, across,
-                                             "batch_norm_train_forward");
+  const TrainStatistics t = batch_norm_train_statistics(x, gamma, beta, running_mean, running_var, momentum, eps, saved,
+                                                        across, "batch_norm_train_forward");
   Tensor y = empty_in_layout(x.shape(), t.L);
   apply_affine(t.x.data(), y.data(), t.L, t.affine, fuse_relu);
   return y;
@@ -459,7 +456,7 @@ Tensor batch_norm_relu_max_pool_train_forward(const Tensor& x, const Tensor& gam
   PEEL_CHECK(H * W <= std::numeric_limits<int32_t>::max(), "{}: input plane {}x{} too large for int32 indices", op, H,
              W);
   const TrainStatistics t =
-      train_statistics(x, gamma, beta, running_mean, running_var, momentum, eps, saved, across, op);
+      batch_norm_train_statistics(x, gamma, beta, running_mean, running_var, momentum, eps, saved, across, op);
   const PoolRows p{H, W, C, K, H / K, W / K};
   argmax.output_shape = {N, C, p.OH, p.OW};
   argmax.index.resize(static_cast<size_t>(N * C * p.OH * p.OW));

@@ -84,6 +84,24 @@ BatchNormGrads batch_norm_relu_max_pool_train_backward(const Tensor& grad_y, con
                                                        const BatchNormSaved& saved, const Pool2dGeometry& pool,
                                                        const MaxPoolArgmax& argmax, const StatisticsSum& across = {});
 
+// ---- Batch norm, a residual sum and a ReLU as one op (training mode) -------------------------
+// relu(bn(x) + residual), a residual block's end: the output and statistics are bit for bit those of
+// batch_norm_train_forward (no ReLU), then add, then relu; the gradients those of relu's backward
+// (grad_y * (y > 0)), which is also the residual's gradient, then batch_norm_train_backward. One
+// pass over x and the residual instead of three over the normalised map and the sum. The output
+// is in x's memory form; the residual may have any layout.
+Tensor batch_norm_add_relu_train_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                                         Tensor& running_var, float momentum, float eps, const Tensor& residual,
+                                         BatchNormSaved& saved, const StatisticsSum& across = {});
+struct BatchNormAddReluGrads {
+  BatchNormGrads norm;  // x, gamma, beta
+  Tensor residual;
+};
+// y: the forward's output (the ReLU's mask).
+BatchNormAddReluGrads batch_norm_add_relu_train_backward(const Tensor& grad_y, const Tensor& x, const Tensor& y,
+                                                         const Tensor& gamma, const BatchNormSaved& saved,
+                                                         const StatisticsSum& across = {});
+
 // ---- Group and layer normalisation -------------------------------------------------------------
 // GroupNorm over (C/G, H, W) per (n, group); LayerNorm is GroupNorm's G = 1 case over (C,H,W),
 // or the last axis of an (N, D) input. gamma/beta are per channel and may be undefined. Biased

@@ -384,6 +384,28 @@ void plane_affine(const float* x, float* out, int64_t S, float center, float a, 
   plane_affine_impl<false>(x, out, S, center, a, b);
 }
 
+void rows_affine_add_relu(const float* __restrict x, const float* __restrict r, float* __restrict out, int64_t rows,
+                          int64_t C, const AffineCoefficients& k) {
+  const float* __restrict center = k.center;
+  const float* __restrict a = k.a;
+  const float* __restrict b = k.b;
+  for (int64_t row = 0; row < rows; ++row) {
+    const int64_t base = row * C;
+    for (int64_t c = 0; c < C; ++c) {
+      const float sum = (x[base + c] - center[c]) * a[c] + b[c] + r[base + c];
+      out[base + c] = sum > 0.f ? sum : 0.f;
+    }
+  }
+}
+
+void plane_affine_add_relu(const float* __restrict x, const float* __restrict r, float* __restrict out, int64_t S,
+                           float center, float a, float b) {
+  for (int64_t s = 0; s < S; ++s) {
+    const float sum = (x[s] - center) * a + b + r[s];
+    out[s] = sum > 0.f ? sum : 0.f;
+  }
+}
+
 void rows_affine_relu_max_pool(const float* x, const PoolRows& p, int64_t t0, int64_t t1, const AffineCoefficients& k,
                                float* y, int32_t* index) {
   using vf16 = simd::Vector<float, 16>;

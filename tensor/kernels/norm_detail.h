@@ -107,6 +107,13 @@ struct PoolRows {
 void rows_affine_relu_max_pool(const float* x, const PoolRows& p, int64_t t0, int64_t t1, const AffineCoefficients& k,
                                float* y, int32_t* index);
 
+// out = relu((x - center) * a + b + r), rounded as rows_affine (no ReLU), the add and relu round
+// it one after the other: relu as peel::relu (v > 0 ? v : 0, so a NaN becomes 0). Rows form:
+// arrays of C; planes form: scalars.
+void rows_affine_add_relu(const float* x, const float* r, float* out, int64_t rows, int64_t C,
+                          const AffineCoefficients& k);
+void plane_affine_add_relu(const float* x, const float* r, float* out, int64_t S, float center, float a, float b);
+
 // dx = A * g' + B * (x - center) + K, per channel coefficients, g' masked as in *_grad_sums.
 struct BackwardCoefficients {
   const float *A, *B, *center, *K;
@@ -121,6 +128,19 @@ void rows_input_grad(const float* g, const float* x, const AffineCoefficients* r
                      int64_t C, const BackwardCoefficients& k);
 void plane_input_grad(const float* g, const float* x, const AffineCoefficients* relu_of, int64_t coefficient, float* dx,
                       int64_t S, float A, float B, float center, float K);
+
+// Batch norm's training forward up to its output (kernels/batch_norm.cpp): checks the operands,
+// computes the batch statistics (the whole batch's with `across`), fills `saved` and updates the
+// running statistics. Returns x in its memory form and the affine to apply,
+// y = relu?((x - center) * a + b), whose arrays live in `saved`.
+struct TrainStatistics {
+  ChannelLayout L;
+  Tensor x;
+  AffineCoefficients affine;
+};
+TrainStatistics batch_norm_train_statistics(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                            Tensor& running_mean, Tensor& running_var, float momentum, float eps,
+                                            BatchNormSaved& saved, const StatisticsSum& across, const char* op);
 
 // Synchronised statistics: turns this shard's per-channel mean and m2 (sum of squared deviations,
 // over local_M values) into the whole batch's, in place, and returns the batch's count.

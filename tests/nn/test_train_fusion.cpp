@@ -1,7 +1,8 @@
-// Batch norm, its ReLU and the max pool after it as one op in training (nn/fusion.h): a training
-// step of every model with such a layer gives the same bits with the op and with the layers one by
-// one (logits, every gradient, the running statistics), the op is the one taken where it applies,
-// and the layers run one by one where it must not apply (a probe attached, another norm, eval mode).
+// Batch norm fused with what follows it in training (nn/fusion.h): its ReLU and a max pool
+// (small_cnn, VGG), or a residual sum and a ReLU (ResNet's blocks). A training step of each model
+// gives the same bits with the ops and with the layers one by one (logits, every gradient, the
+// running statistics); the ops are taken where they apply, and the layers run one by one where they
+// must not (a probe attached, another norm or activation, eval mode).
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -48,7 +49,8 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
 }  // namespace
 
 TEST(TrainFusion, ATrainingStepIsTheLayersOneByOneBitForBit) {
-  for (const auto& [name, width] : {std::pair<std::string, double>{"small_cnn", 1}, {"vgg11", 0.125}}) {
+  for (const auto& [name, width] :
+       {std::pair<std::string, double>{"small_cnn", 1}, {"vgg11", 0.125}, {"resnet18", 0.125}}) {
     const StepResult fused = training_step(name, width, true), layers = training_step(name, width, false);
     EXPECT_TRUE(same_bits(fused.logits, layers.logits)) << name << " logits";
     ASSERT_EQ(fused.grads.size(), layers.grads.size());
@@ -94,10 +96,38 @@ TEST(TrainFusion, TheOpIsTakenOnlyWhereNothingCanTellItFromTheLayers) {
   EXPECT_EQ(op_of(bn), "max_pool2d");
 }
 
-TEST(TrainFusion, GradientMatchesFiniteDifferences) {
+TEST(TrainFusion, TheResidualOpIsTakenOnlyWhereNothingCanTellItFromTheLayers) {
+  Generator gen(9);
+  const ag::Variable x(normal({4, 8, 6, 6}, 0.f, 1.f, gen)), shortcut(normal({4, 8, 6, 6}, 0.f, 1.f, gen));
+  auto op_of = [&](nn::Module& norm, nn::Module& activation) {
+    nn::Conv2d conv(8, 8, 3, 1, 1, false);
+    return std::string(nn::conv_norm_add_activation(conv, norm, x, shortcut, activation).grad_fn()->op);
+  };
+  nn::BatchNorm bn(8, false);
+  nn::ReLU relu;
+  EXPECT_EQ(op_of(bn, relu), "batch_norm_add_relu");
+
+  struct Probe : nn::ActivationProbe {
+    void record(const Tensor&, const Tensor&, const Tensor&) override {}
+  } probe;
+  relu.probe = &probe;
+  EXPECT_EQ(op_of(bn, relu), "relu");
+  relu.probe = nullptr;
+  nn::Tlu tlu(8);
+  EXPECT_NE(op_of(bn, tlu), "batch_norm_add_relu");
+  nn::BatchNorm with_relu(8, true);
+  EXPECT_EQ(op_of(with_relu, relu), "relu");
+  nn::set_training_fusion(false);
+  EXPECT_EQ(op_of(bn, relu), "relu");
+  nn::set_training_fusion(true);
+  bn.eval();
+  EXPECT_EQ(op_of(bn, relu), "relu");
+}
+
+TEST(TrainFusion, GradientsMatchFiniteDifferences) {
   // Distinct inputs 0.1 apart and a shift that keeps every pre-activation positive: no window ties
   // and no ReLU kink within a step; the ReLU's cut and the ties are held to the two kernels bit for
-  // bit in tests/tensor/test_kernels_batch_norm_pool.cpp.
+  // bit in tests/tensor/test_kernels_batch_norm_fused.cpp.
   Generator gen(8);
   const Tensor x = kernel_checks::distinct_values({2, 3, 4, 6}, gen).channels_last();
   EXPECT_GRADCHECK(
@@ -106,4 +136,13 @@ TEST(TrainFusion, GradientMatchesFiniteDifferences) {
         return nn::batch_norm_relu_max_pool(v[0], v[1], v[2], rm, rv, 0.1f, 1e-5f, {2, 2, 0});
       },
       x, peel::testing::rand_t({3}, 2, 0.2f, 0.4f), peel::testing::rand_t({3}, 3, 1.f, 1.5f));
+  // The residual op: with a shift and a residual that keep every sum positive (the ReLU's cut is
+  // held to the three ops bit for bit in the kernel tests).
+  EXPECT_GRADCHECK(
+      [](const std::vector<ag::Variable>& v) {
+        Tensor rm = Tensor::zeros({3}), rv = Tensor::ones({3});
+        return nn::batch_norm_add_relu(v[0], v[1], v[2], rm, rv, 0.1f, 1e-5f, v[3]);
+      },
+      peel::testing::rand_t({2, 3, 4, 5}, 4), peel::testing::rand_t({3}, 5, 0.2f, 0.4f),
+      peel::testing::rand_t({3}, 6, 1.f, 1.5f), peel::testing::rand_t({2, 3, 4, 5}, 7, 0.f, 0.5f));
 }

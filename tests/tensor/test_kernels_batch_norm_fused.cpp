@@ -1,9 +1,9 @@
-// Batch norm, its ReLU and a max pool as one op (tensor/kernels/norm.h) against the two kernels
-// applied one after the other: every output, statistic and gradient bit for bit, on shapes with a
-// channel tail, rows and columns no window covers, ties among the ReLU's zeros, a NaN and signed
-// zeros in the gradient. The two kernels are held to double-precision references in
-// test_kernels_batch_norm.cpp and test_kernels_pool.cpp; the op's gradient to finite differences
-// in tests/nn/test_nn_gradcheck.cpp.
+// Batch norm fused with what follows it (tensor/kernels/norm.h) against the kernels applied one
+// after the other, every output, statistic and gradient bit for bit: its ReLU and a max pool (on
+// shapes with a channel tail, rows and columns no window covers, ties among the ReLU's zeros, a
+// NaN and signed zeros in the gradient), and a residual sum and a ReLU (every layout, NaNs). The two kernels are held
+// to double-precision references in test_kernels_batch_norm.cpp and test_kernels_pool.cpp; the op's gradient to finite
+// differences in tests/nn/test_nn_gradcheck.cpp.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -15,6 +15,7 @@
 
 #include "tensor/kernels/norm.h"
 #include "tensor/kernels/pool.h"
+#include "tensor/ops.h"
 #include "tensor/random.h"
 #include "tensor/threads.h"
 #include "tests/support/error_matchers.h"
@@ -169,4 +170,92 @@ TEST(BatchNormReluMaxPoolErrors, AMismatchedGradientOrArgmaxIsNamed) {
                                                running_var, 0.1f, 1e-5f, pool, saved, argmax);
       },
       ThrowsErrorWith("expected more than 1 value per channel"));
+}
+
+// ---- Batch norm, a residual sum and a ReLU ---------------------------------------------------------
+
+namespace {
+
+struct ResidualOutputs {
+  Tensor y, running_mean, running_var;
+  BatchNormSaved saved;
+  BatchNormAddReluGrads grads;
+};
+
+// relu(bn(x) + residual) and its backward, fused or as batch norm, add and relu (relu's backward
+// as autograd's: grad_y * (y > 0)).
+ResidualOutputs run_residual(bool fused, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                             const Tensor& residual, const Tensor& gy) {
+  ResidualOutputs o;
+  const int64_t C = x.size(1);
+  o.running_mean = Tensor::full({C}, -0.5f);
+  o.running_var = Tensor::full({C}, 2.f);
+  if (fused) {
+    o.y = batch_norm_add_relu_train_forward(x, gamma, beta, o.running_mean, o.running_var, 0.1f, 1e-5f, residual,
+                                            o.saved);
+    o.grads = batch_norm_add_relu_train_backward(gy, x, o.y, gamma, o.saved);
+  } else {
+    const Tensor z = batch_norm_train_forward(x, gamma, beta, o.running_mean, o.running_var, 0.1f, 1e-5f, o.saved);
+    o.y = relu(add(z, residual));
+    const Tensor g = mul(gy, gt(o.y, Tensor::zeros({1})));
+    o.grads.norm = batch_norm_train_backward(g, x, gamma, o.saved);
+    o.grads.residual = g;
+  }
+  return o;
+}
+
+}  // namespace
+
+TEST(BatchNormAddRelu, IsBatchNormAddAndReluBitForBit) {
+  Generator gen(11);
+  for (const Shape& shape : {Shape{4, 32, 6, 6}, Shape{3, 20, 5, 7}, Shape{6, 5}, Shape{2, 7, 9}}) {
+    for (Layout l : kLayouts) {
+      if (shape.size() != 4 && l == Layout::kChannelsLast) continue;
+      const int64_t C = shape[1];
+      Tensor x = random_tensor(shape, gen, 0.3f, 1.f).contiguous();
+      Tensor residual = random_tensor(shape, gen).contiguous();
+      Tensor gy = random_tensor(shape, gen).contiguous();
+      x.data()[1] = std::numeric_limits<float>::quiet_NaN();                     // a NaN channel: its sums and outputs
+      residual.data()[x.numel() - 1] = -std::numeric_limits<float>::infinity();  // cut by the ReLU
+      gy.data()[2] = -0.f;
+      const Tensor gamma = uniform({C}, 0.5f, 1.5f, gen), beta = random_tensor({C}, gen, 0.f, 0.3f);
+      const std::string what = to_string(shape) + " " + layout_name(l);
+      const ResidualOutputs fused =
+          run_residual(true, in_layout(x, l), gamma, beta, in_layout(residual, l), in_layout(gy, l));
+      const ResidualOutputs layers =
+          run_residual(false, in_layout(x, l), gamma, beta, in_layout(residual, l), in_layout(gy, l));
+      expect_same_bits(fused.y, layers.y, what + " y");
+      expect_same_bits(fused.running_mean, layers.running_mean, what + " running_mean");
+      expect_same_bits(fused.running_var, layers.running_var, what + " running_var");
+      expect_same_bits(fused.grads.norm.x, layers.grads.norm.x, what + " dx");
+      expect_same_bits(fused.grads.norm.gamma, layers.grads.norm.gamma, what + " dgamma");
+      expect_same_bits(fused.grads.norm.beta, layers.grads.norm.beta, what + " dbeta");
+      expect_same_bits(fused.grads.residual, layers.grads.residual, what + " dresidual");
+    }
+  }
+}
+
+TEST(BatchNormAddReluErrors, AMismatchedResidualOrOutputIsNamed) {
+  Generator gen(12);
+  const Tensor x = random_tensor({2, 8, 4, 4}, gen);
+  Tensor running_mean = Tensor::zeros({8}), running_var = Tensor::ones({8});
+  BatchNormSaved saved;
+  EXPECT_THAT(
+      [&] {
+        batch_norm_add_relu_train_forward(x, Tensor(), Tensor(), running_mean, running_var, 0.1f, 1e-5f,
+                                          random_tensor({2, 8, 4, 5}, gen), saved);
+      },
+      ThrowsErrorWith("the residual has shape [2, 8, 4, 5] but x has shape [2, 8, 4, 4]"));
+  const Tensor y = batch_norm_add_relu_train_forward(x, Tensor(), Tensor(), running_mean, running_var, 0.1f, 1e-5f,
+                                                     random_tensor({2, 8, 4, 4}, gen), saved);
+  EXPECT_THAT(
+      [&] {
+        batch_norm_add_relu_train_backward(random_tensor({2, 8, 4, 4}, gen), x, Tensor(), Tensor(), saved);
+      },
+      ThrowsErrorWith("batch_norm_add_relu_train_backward"));
+  EXPECT_THAT(
+      [&] {
+        batch_norm_add_relu_train_backward(random_tensor({2, 8, 2, 4}, gen), x, y, Tensor(), saved);
+      },
+      ThrowsErrorWith("grad_y has shape [2, 8, 2, 4] but x has shape [2, 8, 4, 4]"));
 }
