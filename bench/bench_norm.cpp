@@ -36,15 +36,28 @@ Tensor activation(int64_t C, int64_t H, bool channels_last, Generator& gen) {
   return channels_last ? x.channels_last() : x;
 }
 
+// One batch norm layer's operands: x (N, C, H, H), a gradient of `grad_size` (the output's, or a
+// pooled output's), affine parameters near 1 and 0, fresh running statistics.
+struct BatchNormOperands {
+  Tensor x, gy, gamma, beta, running_mean, running_var;
+};
+BatchNormOperands batch_norm_operands(int64_t C, int64_t H, int64_t grad_size, bool channels_last, Generator& gen) {
+  BatchNormOperands o;
+  o.x = activation(C, H, channels_last, gen);
+  o.gy = activation(C, grad_size, channels_last, gen);
+  o.gamma = normal({C}, 1.f, 0.1f, gen);
+  o.beta = normal({C}, 0.f, 0.1f, gen);
+  o.running_mean = Tensor::zeros({C});
+  o.running_var = Tensor::ones({C});
+  return o;
+}
+
 void BM_BatchNormTrainFusedRelu(benchmark::State& state) {
   const int64_t C = state.range(0), H = state.range(1);
   const bool channels_last = state.range(2) != 0;
   set_num_threads(static_cast<int>(state.range(3)));
   Generator gen(1);
-  const Tensor x = activation(C, H, channels_last, gen);
-  const Tensor gy = activation(C, H, channels_last, gen);
-  const Tensor gamma = normal({C}, 1.f, 0.1f, gen), beta = normal({C}, 0.f, 0.1f, gen);
-  Tensor running_mean = Tensor::zeros({C}), running_var = Tensor::ones({C});
+  auto [x, gy, gamma, beta, running_mean, running_var] = batch_norm_operands(C, H, H, channels_last, gen);
   for (auto _ : state) {
     BatchNormSaved saved;
     const Tensor y =
@@ -64,9 +77,7 @@ void BM_BatchNormTrainForward(benchmark::State& state) {
   const bool channels_last = state.range(2) != 0;
   set_num_threads(static_cast<int>(state.range(3)));
   Generator gen(1);
-  const Tensor x = activation(C, H, channels_last, gen);
-  const Tensor gamma = normal({C}, 1.f, 0.1f, gen), beta = normal({C}, 0.f, 0.1f, gen);
-  Tensor running_mean = Tensor::zeros({C}), running_var = Tensor::ones({C});
+  auto [x, gy, gamma, beta, running_mean, running_var] = batch_norm_operands(C, H, H, channels_last, gen);
   for (auto _ : state) {
     BatchNormSaved saved;
     const Tensor y = batch_norm_train_forward(x, gamma, beta, running_mean, running_var, 0.1f, 1e-5f, saved, true);
@@ -103,10 +114,7 @@ void BM_BatchNormReluMaxPool(benchmark::State& state) {
   const bool fused = state.range(2) != 0;
   set_num_threads(static_cast<int>(state.range(3)));
   Generator gen(3);
-  const Tensor x = activation(C, H, true, gen);
-  const Tensor gy = activation(C, H / 2, true, gen);
-  const Tensor gamma = normal({C}, 1.f, 0.1f, gen), beta = normal({C}, 0.f, 0.1f, gen);
-  Tensor running_mean = Tensor::zeros({C}), running_var = Tensor::ones({C});
+  auto [x, gy, gamma, beta, running_mean, running_var] = batch_norm_operands(C, H, H / 2, true, gen);
   const Pool2dGeometry pool{2, 2, 0};
   for (auto _ : state) {
     BatchNormSaved saved;
@@ -135,10 +143,8 @@ void BM_BatchNormAddRelu(benchmark::State& state) {
   const bool fused = state.range(2) != 0;
   set_num_threads(static_cast<int>(state.range(3)));
   Generator gen(4);
-  const Tensor x = activation(C, H, true, gen), residual = activation(C, H, true, gen);
-  const Tensor gy = activation(C, H, true, gen);
-  const Tensor gamma = normal({C}, 1.f, 0.1f, gen), beta = normal({C}, 0.f, 0.1f, gen);
-  Tensor running_mean = Tensor::zeros({C}), running_var = Tensor::ones({C});
+  auto [x, gy, gamma, beta, running_mean, running_var] = batch_norm_operands(C, H, H, true, gen);
+  const Tensor residual = activation(C, H, true, gen);
   for (auto _ : state) {
     BatchNormSaved saved;
     Tensor y, g_residual;
